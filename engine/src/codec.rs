@@ -1,0 +1,522 @@
+//! Wire codecs: how events are laid out in JSON and in the `marquee.bin` binary encoding.
+//!
+//! Every message is encoded once per format at publish time, as a *body*. A body lacks the few bytes that differ
+//! between a live event and a snapshot (the JSON `"type"` member, the binary record header), so the same stored
+//! bytes serve both: [`BatchWriter`] writes that header while it copies the body into a connection's batch.
+//!
+//! JSON batch: `[` events separated by `,` `]`; an event is `{"type":"tick",` + body, where the body is the rest
+//! of the object including its closing brace.
+//!
+//! Binary batch: records back to back. A record is an 8-byte header `len: u32 LE` (bytes after the length field),
+//! `type: u8`, `kind: u8`, `flags: u8`, `0: u8`, then the body. See `docs/PROTOCOL.md` for every layout.
+
+use crate::{Price, Tick};
+
+/// A wire format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Encoding {
+    /// JSON text frames (the default).
+    Json,
+    /// The compact binary encoding, chosen by the WebSocket subprotocol `marquee.bin`.
+    Binary,
+}
+
+/// What a stored message is; picks the JSON `"type"` and the binary `kind` byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+#[non_exhaustive]
+pub enum Kind {
+    /// A market tick.
+    Tick = 1,
+}
+
+impl Kind {
+    /// Every stored kind byte is one the writer wrote from a `Kind`; ticks are the only kind so far.
+    pub(crate) fn from_u8(_v: u8) -> Kind {
+        Kind::Tick
+    }
+
+    /// The JSON `"type"` of a live event of this kind.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Tick => "tick",
+        }
+    }
+}
+
+/// Binary record types (`type` byte of the record header).
+pub mod record {
+    /// A live event; `kind` says which.
+    pub const EVENT: u8 = 1;
+    /// A snapshot of a topic's last value; `kind` says which; flag bit 0 is `recovered`.
+    pub const SNAPSHOT: u8 = 2;
+    /// Answer to an op: body `id: u64`.
+    pub const ACK: u8 = 3;
+    /// Answer to `ping`: body `id: u64`.
+    pub const PONG: u8 = 4;
+    /// Skipped sequence numbers: body `from: u64`, `to: u64`, `topic_len: u8`, topic.
+    pub const GAP: u8 = 5;
+    /// An error: body `id: u64` (0 when none), `code_len: u8`, code, `msg_len: u16`, message.
+    pub const ERROR: u8 = 6;
+    /// Header size in bytes.
+    pub const HEADER_LEN: usize = 8;
+}
+
+/// Absent optional price or size in the binary tick body.
+pub const ABSENT: i64 = i64::MIN;
+
+/// Encodes a tick's JSON body (everything after `{"type":"tick",`).
+pub fn encode_tick_json(out: &mut Vec<u8>, topic: &str, epoch: u64, seq: u64, ts: i64, t: &Tick) {
+    let mut ib = itoa::Buffer::new();
+    let symbol = topic.strip_prefix(crate::TICKS_PREFIX).unwrap_or(topic);
+    out.extend_from_slice(b"\"topic\":\"");
+    push_json_str(out, topic);
+    out.extend_from_slice(b"\",\"epoch\":");
+    out.extend_from_slice(ib.format(epoch).as_bytes());
+    out.extend_from_slice(b",\"seq\":");
+    out.extend_from_slice(ib.format(seq).as_bytes());
+    out.extend_from_slice(b",\"ts\":");
+    out.extend_from_slice(ib.format(ts).as_bytes());
+    out.extend_from_slice(b",\"symbol\":\"");
+    push_json_str(out, symbol);
+    out.extend_from_slice(b"\",\"price\":");
+    t.price.write_decimal(out);
+    out.extend_from_slice(b",\"size\":");
+    out.extend_from_slice(ib.format(t.size).as_bytes());
+    for (name, p) in [(&b",\"bid\":"[..], t.bid), (b",\"ask\":", t.ask)] {
+        if let Some(p) = p {
+            out.extend_from_slice(name);
+            p.write_decimal(out);
+        }
+    }
+    for (name, s) in [(&b",\"bid_size\":"[..], t.bid_size), (b",\"ask_size\":", t.ask_size)] {
+        if let Some(s) = s {
+            out.extend_from_slice(name);
+            out.extend_from_slice(ib.format(s).as_bytes());
+        }
+    }
+    out.push(b'}');
+}
+
+/// Encodes a tick's binary body: `epoch u64, seq u64, ts i64, price i64, size u64, bid i64, ask i64,
+/// bid_size i64, ask_size i64` (little-endian, [`ABSENT`] for a missing optional), `topic_len u8`, topic.
+pub fn encode_tick_bin(out: &mut Vec<u8>, topic: &str, epoch: u64, seq: u64, ts: i64, t: &Tick) {
+    let opt = |v: Option<u64>| v.map_or(ABSENT, |v| v as i64);
+    for v in [
+        epoch as i64,
+        seq as i64,
+        ts,
+        t.price.units(),
+        t.size as i64,
+        t.bid.map_or(ABSENT, Price::units),
+        t.ask.map_or(ABSENT, Price::units),
+        opt(t.bid_size),
+        opt(t.ask_size),
+    ] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    let topic = &topic.as_bytes()[..topic.len().min(255)];
+    out.push(topic.len() as u8);
+    out.extend_from_slice(topic);
+}
+
+/// A decoded binary tick record (for clients and tests; the server never decodes ticks).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BinTick {
+    /// Record type: [`record::EVENT`] or [`record::SNAPSHOT`].
+    pub record_type: u8,
+    /// Snapshot `recovered` flag.
+    pub recovered: bool,
+    /// Topic name.
+    pub topic: String,
+    /// Epoch.
+    pub epoch: u64,
+    /// Sequence number.
+    pub seq: u64,
+    /// Publish time, Unix ns.
+    pub ts: i64,
+    /// The tick.
+    pub tick: Tick,
+}
+
+/// One record of a binary batch, as a client sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BinRecord {
+    /// A tick event or snapshot.
+    Tick(BinTick),
+    /// `ack` for op `id`.
+    Ack(u64),
+    /// `pong` for op `id`.
+    Pong(u64),
+    /// Seqs `from..=to` of `topic` were skipped.
+    Gap { topic: String, from: u64, to: u64 },
+    /// An error answer.
+    Error { id: u64, code: String, message: String },
+}
+
+/// Splits a binary batch into records. Returns `None` on malformed input (never panics).
+pub fn decode_bin_batch(mut buf: &[u8]) -> Option<Vec<BinRecord>> {
+    let mut out = Vec::new();
+    while !buf.is_empty() {
+        let len = u32::from_le_bytes(buf.get(..4)?.try_into().ok()?) as usize;
+        let rec = buf.get(4..4 + len)?;
+        buf = &buf[4 + len..];
+        let (&ty, rest) = rec.split_first()?;
+        let body = rest.get(3..)?;
+        let flags = rest[1];
+        let u64_at =
+            |b: &[u8], i: usize| -> Option<u64> { Some(u64::from_le_bytes(b.get(i..i + 8)?.try_into().ok()?)) };
+        out.push(match ty {
+            record::EVENT | record::SNAPSHOT => {
+                let v = |i: usize| u64_at(body, i * 8).map(|v| v as i64);
+                let opt_p = |x: i64| (x != ABSENT).then_some(Price(x));
+                let opt_s = |x: i64| (x != ABSENT).then_some(x as u64);
+                let tl = *body.get(72)? as usize;
+                let topic = std::str::from_utf8(body.get(73..73 + tl)?).ok()?.to_owned();
+                BinRecord::Tick(BinTick {
+                    record_type: ty,
+                    recovered: flags & 1 == 1,
+                    topic,
+                    epoch: v(0)? as u64,
+                    seq: v(1)? as u64,
+                    ts: v(2)?,
+                    tick: Tick {
+                        price: Price(v(3)?),
+                        size: v(4)? as u64,
+                        bid: opt_p(v(5)?),
+                        ask: opt_p(v(6)?),
+                        bid_size: opt_s(v(7)?),
+                        ask_size: opt_s(v(8)?),
+                    },
+                })
+            }
+            record::ACK => BinRecord::Ack(u64_at(body, 0)?),
+            record::PONG => BinRecord::Pong(u64_at(body, 0)?),
+            record::GAP => {
+                let tl = *body.get(16)? as usize;
+                BinRecord::Gap {
+                    from: u64_at(body, 0)?,
+                    to: u64_at(body, 8)?,
+                    topic: std::str::from_utf8(body.get(17..17 + tl)?).ok()?.to_owned(),
+                }
+            }
+            record::ERROR => {
+                let cl = *body.get(8)? as usize;
+                let code = std::str::from_utf8(body.get(9..9 + cl)?).ok()?.to_owned();
+                let ml_at = 9 + cl;
+                let ml = u16::from_le_bytes(body.get(ml_at..ml_at + 2)?.try_into().ok()?) as usize;
+                let message = std::str::from_utf8(body.get(ml_at + 2..ml_at + 2 + ml)?).ok()?.to_owned();
+                BinRecord::Error { id: u64_at(body, 0)?, code, message }
+            }
+            _ => return None,
+        });
+    }
+    Some(out)
+}
+
+/// Appends `s` JSON-escaped (without quotes).
+pub fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    for &b in s.as_bytes() {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0..=0x1f => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[(b >> 4) as usize]);
+                out.push(HEX[(b & 0xf) as usize]);
+            }
+            _ => out.push(b),
+        }
+    }
+}
+
+/// Builds one batch (one WebSocket frame) in a reusable buffer: many events, one write.
+///
+/// Events can be written speculatively with [`BatchWriter::mark`] and rolled back with
+/// [`BatchWriter::rollback`] (the ring reader does so when a slot was overwritten while it copied).
+#[derive(Debug)]
+pub struct BatchWriter {
+    encoding: Encoding,
+    buf: Vec<u8>,
+    n_events: usize,
+}
+
+/// A point to roll a [`BatchWriter`] back to.
+#[derive(Clone, Copy, Debug)]
+pub struct Mark {
+    len: usize,
+    n_events: usize,
+}
+
+impl BatchWriter {
+    /// An empty batch for `encoding`.
+    pub fn new(encoding: Encoding) -> BatchWriter {
+        BatchWriter { encoding, buf: Vec::with_capacity(4096), n_events: 0 }
+    }
+
+    /// The batch's wire format.
+    pub fn encoding(&self) -> Encoding {
+        self.encoding
+    }
+
+    /// Events in the batch so far.
+    pub fn len(&self) -> usize {
+        self.n_events
+    }
+
+    /// True when no event has been written.
+    pub fn is_empty(&self) -> bool {
+        self.n_events == 0
+    }
+
+    /// Bytes in the batch so far.
+    pub fn n_bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// A point to roll back to.
+    pub fn mark(&self) -> Mark {
+        Mark { len: self.buf.len(), n_events: self.n_events }
+    }
+
+    /// Forgets everything written since `mark`.
+    pub fn rollback(&mut self, mark: Mark) {
+        self.buf.truncate(mark.len);
+        self.n_events = mark.n_events;
+    }
+
+    /// Starts an event: the JSON separator and `{"type":"<ty>",`, or the binary record header. Returns the
+    /// offset of the binary length field, for [`BatchWriter::end_event`].
+    fn begin(&mut self, json_type: &str, rec_type: u8, kind: u8, flags: u8) -> usize {
+        let at = self.buf.len();
+        match self.encoding {
+            Encoding::Json => {
+                self.buf.push(if self.n_events == 0 { b'[' } else { b',' });
+                self.buf.extend_from_slice(b"{\"type\":\"");
+                self.buf.extend_from_slice(json_type.as_bytes());
+                self.buf.extend_from_slice(b"\",");
+            }
+            Encoding::Binary => {
+                self.buf.extend_from_slice(&[0, 0, 0, 0, rec_type, kind, flags, 0]);
+            }
+        }
+        self.n_events += 1;
+        at
+    }
+
+    fn end_event(&mut self, at: usize) {
+        if self.encoding == Encoding::Binary {
+            let len = (self.buf.len() - at - 4) as u32;
+            self.buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        }
+    }
+
+    /// Writes the header of a stored message's event; the caller appends the stored body, then calls
+    /// [`BatchWriter::finish_stored`] with the returned token.
+    pub(crate) fn begin_stored(&mut self, kind: Kind, snapshot: Option<bool>) -> usize {
+        match snapshot {
+            None => self.begin(kind.name(), record::EVENT, kind as u8, 0),
+            Some(recovered) => {
+                let at = self.begin("snapshot", record::SNAPSHOT, kind as u8, recovered as u8);
+                if self.encoding == Encoding::Json {
+                    self.buf.extend_from_slice(if recovered {
+                        b"\"recovered\":true,"
+                    } else {
+                        b"\"recovered\":false,"
+                    });
+                }
+                at
+            }
+        }
+    }
+
+    pub(crate) fn buf_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+
+    pub(crate) fn finish_stored(&mut self, at: usize) {
+        self.end_event(at);
+    }
+
+    /// Writes a complete stored event from its body (used for snapshots and tests).
+    pub fn push_stored(&mut self, kind: Kind, snapshot: Option<bool>, json_body: &[u8], bin_body: &[u8]) {
+        let at = self.begin_stored(kind, snapshot);
+        let body = match self.encoding {
+            Encoding::Json => json_body,
+            Encoding::Binary => bin_body,
+        };
+        self.buf.extend_from_slice(body);
+        self.end_event(at);
+    }
+
+    /// `{"type":"ack","id":N}`.
+    pub fn push_ack(&mut self, id: u64) {
+        self.push_id_event("ack", record::ACK, id);
+    }
+
+    /// `{"type":"pong","id":N}`.
+    pub fn push_pong(&mut self, id: u64) {
+        self.push_id_event("pong", record::PONG, id);
+    }
+
+    fn push_id_event(&mut self, name: &str, rec: u8, id: u64) {
+        let at = self.begin(name, rec, 0, 0);
+        match self.encoding {
+            Encoding::Json => {
+                self.buf.extend_from_slice(b"\"id\":");
+                self.buf.extend_from_slice(itoa::Buffer::new().format(id).as_bytes());
+                self.buf.push(b'}');
+            }
+            Encoding::Binary => self.buf.extend_from_slice(&id.to_le_bytes()),
+        }
+        self.end_event(at);
+    }
+
+    /// `{"type":"gap","topic":T,"from":N,"to":M}`: seqs `from..=to` were skipped.
+    pub fn push_gap(&mut self, topic: &str, from: u64, to: u64) {
+        let at = self.begin("gap", record::GAP, 0, 0);
+        match self.encoding {
+            Encoding::Json => {
+                let mut ib = itoa::Buffer::new();
+                self.buf.extend_from_slice(b"\"topic\":\"");
+                push_json_str(&mut self.buf, topic);
+                self.buf.extend_from_slice(b"\",\"from\":");
+                self.buf.extend_from_slice(ib.format(from).as_bytes());
+                self.buf.extend_from_slice(b",\"to\":");
+                self.buf.extend_from_slice(ib.format(to).as_bytes());
+                self.buf.push(b'}');
+            }
+            Encoding::Binary => {
+                self.buf.extend_from_slice(&from.to_le_bytes());
+                self.buf.extend_from_slice(&to.to_le_bytes());
+                let t = &topic.as_bytes()[..topic.len().min(255)];
+                self.buf.push(t.len() as u8);
+                self.buf.extend_from_slice(t);
+            }
+        }
+        self.end_event(at);
+    }
+
+    /// `{"type":"error","id":N,"code":C,"message":M}`; `id` is omitted (0 in binary) when the op had none.
+    pub fn push_error(&mut self, id: Option<u64>, code: &str, message: &str) {
+        let at = self.begin("error", record::ERROR, 0, 0);
+        match self.encoding {
+            Encoding::Json => {
+                if let Some(id) = id {
+                    self.buf.extend_from_slice(b"\"id\":");
+                    self.buf.extend_from_slice(itoa::Buffer::new().format(id).as_bytes());
+                    self.buf.push(b',');
+                }
+                self.buf.extend_from_slice(b"\"code\":\"");
+                push_json_str(&mut self.buf, code);
+                self.buf.extend_from_slice(b"\",\"message\":\"");
+                push_json_str(&mut self.buf, message);
+                self.buf.extend_from_slice(b"\"}");
+            }
+            Encoding::Binary => {
+                self.buf.extend_from_slice(&id.unwrap_or(0).to_le_bytes());
+                let c = &code.as_bytes()[..code.len().min(255)];
+                self.buf.push(c.len() as u8);
+                self.buf.extend_from_slice(c);
+                let m = &message.as_bytes()[..message.len().min(u16::MAX as usize)];
+                self.buf.extend_from_slice(&(m.len() as u16).to_le_bytes());
+                self.buf.extend_from_slice(m);
+            }
+        }
+        self.end_event(at);
+    }
+
+    /// Closes the batch and returns its bytes (valid until the next write); `None` when empty. Call
+    /// [`BatchWriter::clear`] once the frame has been handed to the socket.
+    pub fn finish(&mut self) -> Option<&[u8]> {
+        if self.n_events == 0 {
+            return None;
+        }
+        if self.encoding == Encoding::Json && self.buf.last() != Some(&b']') {
+            self.buf.push(b']');
+        }
+        Some(&self.buf)
+    }
+
+    /// Empties the batch, keeping its allocation.
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.n_events = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tick() -> Tick {
+        Tick {
+            price: "187.23".parse().unwrap(),
+            size: 100,
+            bid: Some("187.22".parse().unwrap()),
+            ask: Some("187.24".parse().unwrap()),
+            bid_size: Some(300),
+            ask_size: None,
+        }
+    }
+
+    #[test]
+    fn codec_json_batch_is_an_array_of_objects() {
+        let mut body = Vec::new();
+        encode_tick_json(&mut body, "ticks.AAPL", 7, 42, 1_700_000_000_000_000_000, &tick());
+        let mut w = BatchWriter::new(Encoding::Json);
+        w.push_ack(1);
+        w.push_stored(Kind::Tick, Some(true), &body, &[]);
+        w.push_stored(Kind::Tick, None, &body, &[]);
+        w.push_gap("ticks.AAPL", 3, 9);
+        w.push_error(None, "bad_json", "quote \" here");
+        let v: serde_json::Value = serde_json::from_slice(w.finish().unwrap()).unwrap();
+        let a = v.as_array().unwrap();
+        assert_eq!(a.len(), 5);
+        assert_eq!(a[0], serde_json::json!({"type":"ack","id":1}));
+        assert_eq!(a[1]["type"], "snapshot");
+        assert_eq!(a[1]["recovered"], true);
+        assert_eq!(a[2]["type"], "tick");
+        assert_eq!(a[2]["symbol"], "AAPL");
+        assert_eq!(a[2]["seq"], 42);
+        assert_eq!(a[2]["price"].to_string(), "187.23");
+        assert_eq!(a[2]["bid_size"], 300);
+        assert!(a[2].get("ask_size").is_none());
+        assert_eq!(a[3], serde_json::json!({"type":"gap","topic":"ticks.AAPL","from":3,"to":9}));
+        assert_eq!(a[4]["message"], "quote \" here");
+    }
+
+    #[test]
+    fn codec_binary_batch_round_trips() {
+        let mut body = Vec::new();
+        encode_tick_bin(&mut body, "ticks.AAPL", 7, 42, -5, &tick());
+        let mut w = BatchWriter::new(Encoding::Binary);
+        w.push_ack(9);
+        w.push_stored(Kind::Tick, Some(false), &[], &body);
+        w.push_gap("ticks.MSFT", 1, 2);
+        w.push_error(Some(4), "unknown_op", "no such op");
+        let recs = decode_bin_batch(w.finish().unwrap()).unwrap();
+        assert_eq!(recs[0], BinRecord::Ack(9));
+        let BinRecord::Tick(t) = &recs[1] else { panic!("{recs:?}") };
+        assert_eq!((t.record_type, t.recovered, t.seq, t.ts), (record::SNAPSHOT, false, 42, -5));
+        assert_eq!(t.topic, "ticks.AAPL");
+        assert_eq!(t.tick, tick());
+        assert_eq!(recs[2], BinRecord::Gap { topic: "ticks.MSFT".into(), from: 1, to: 2 });
+        assert_eq!(recs[3], BinRecord::Error { id: 4, code: "unknown_op".into(), message: "no such op".into() });
+    }
+
+    #[test]
+    fn codec_decoder_rejects_truncation_without_panic() {
+        let mut body = Vec::new();
+        encode_tick_bin(&mut body, "ticks.AAPL", 1, 1, 1, &tick());
+        let mut w = BatchWriter::new(Encoding::Binary);
+        w.push_stored(Kind::Tick, None, &[], &body);
+        let bytes = w.finish().unwrap().to_vec();
+        for cut in 0..bytes.len() {
+            let r = decode_bin_batch(&bytes[..cut]);
+            assert!(cut == 0 || r.is_none(), "cut {cut}");
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! Marquee's data plane: topic rings, fan-out with batching, wire codecs and the protocol session.
+//!
+//! This crate does no network IO, starts no threads and uses no async runtime: it is driven by a feed (which owns
+//! each topic's [`TopicWriter`]) and by the gateway (which owns each connection's [`Session`] and moves its bytes).
+//!
+//! The path of a message: a writer encodes it once per wire format into its topic's [`ring`] slot; it wakes each
+//! subscribed connection's [`Signal`] unless already woken; the connection's [`Subscriber::drain`] copies every
+//! pending message of all its topics into one [`BatchWriter`], which becomes one frame and one write.
+
+pub mod codec;
+pub mod fanout;
+pub mod price;
+pub mod ring;
+pub mod session;
+mod sync;
+pub mod tick;
+pub mod topic;
+
+pub use codec::{BatchWriter, Encoding, Kind};
+pub use fanout::{Drain, Limits, Signal, SlowConsumer, Start, SubscribeError, Subscriber};
+pub use price::{ParsePriceError, Price};
+pub use ring::RingConfig;
+pub use session::{CloseReason, Session, SessionConfig};
+pub use tick::{TICKS_PREFIX, Tick, tick_topic};
+pub use topic::{
+    CreateTopicError, Engine, EngineConfig, Position, PublishError, Topic, TopicClass, TopicId, TopicWriter,
+};
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Engine-wide counters for `/metrics`. Updated once per batch or per connection event, never per message.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Messages handed to connections (events and snapshots).
+    pub deliveries: AtomicU64,
+    /// Frames written.
+    pub batches: AtomicU64,
+    /// `gap` events sent.
+    pub gaps: AtomicU64,
+    /// Connections closed because a reliable topic lapped them.
+    pub slow_consumer_disconnects: AtomicU64,
+    /// Payload bytes written to clients.
+    pub bytes_out: AtomicU64,
+}
+
+impl Metrics {
+    /// Adds `n` to `counter` (Relaxed: counters order nothing).
+    pub fn add(&self, counter: &AtomicU64, n: u64) {
+        if n != 0 {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Reads a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}

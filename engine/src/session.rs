@@ -1,0 +1,404 @@
+//! The protocol core: one client connection as a state machine with no IO.
+//!
+//! Call order (the transport adapter's loop):
+//! 1. [`Session::handle_frame`] for every frame the client sends;
+//! 2. when [`Session::signal`] is ready or after a frame, [`Session::poll_transmit`] returns the next batch (one
+//!    frame: acks, errors, snapshots and messages together); after writing it, call [`Session::sent`];
+//! 3. [`Session::poll_close`] says whether the connection must close and with which code.
+//!
+//! Time comes in as arguments, so tests run on simulated time. WebSocket, and later QUIC and SignalR, only move
+//! bytes in and out of this type.
+//!
+//! ```
+//! use marquee_engine::{Encoding, Engine, EngineConfig, Session, SessionConfig, Tick, Price};
+//! use std::time::Instant;
+//! let engine = Engine::new(EngineConfig::default());
+//! let mut w = engine.create_topic("ticks.AAPL").unwrap();
+//! w.publish_tick(&Tick { price: Price(5), size: 1, ..Default::default() }, 0).unwrap();
+//! let mut s = Session::new(engine, Encoding::Json, SessionConfig::default());
+//! s.handle_frame(br#"{"op":"subscribe","id":1,"topics":["ticks.AAPL"]}"#, Instant::now());
+//! let frame = String::from_utf8(s.poll_transmit().unwrap().to_vec()).unwrap();
+//! assert!(frame.starts_with(r#"[{"type":"ack","id":1},{"type":"snapshot","recovered":true,"#));
+//! s.sent();
+//! ```
+
+use crate::codec::{BatchWriter, Encoding};
+use crate::fanout::{Limits, Signal, SlowConsumer, Start, Subscriber};
+use crate::sync::Arc;
+use crate::topic::{Engine, Position, valid_topic_name};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+/// Per-connection protocol settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// Fan-out bounds.
+    pub limits: Limits,
+    /// Largest client frame handled; larger ones get `frame_too_large`.
+    pub max_frame_bytes: usize,
+    /// Errors tolerated within `error_window` before the connection is closed with 1008.
+    pub max_errors: u32,
+    /// See `max_errors`.
+    pub error_window: Duration,
+}
+
+impl Default for SessionConfig {
+    fn default() -> SessionConfig {
+        SessionConfig {
+            limits: Limits::default(),
+            max_frame_bytes: 64 * 1024,
+            max_errors: 20,
+            error_window: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why the server closes a connection. Codes 1000-2999 follow RFC 6455; 4000-4999 are Marquee's. A client
+/// reconnects (with `since`) after every code but [`CloseReason::PolicyViolation`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// 1001: the server is shutting down.
+    GoingAway,
+    /// 1008: sustained bad input.
+    PolicyViolation(String),
+    /// 4008: a reliable topic lapped this connection.
+    SlowConsumer(SlowConsumer),
+    /// 4000: nothing received from the client for too long.
+    IdleTimeout,
+}
+
+impl CloseReason {
+    /// The WebSocket close code.
+    pub fn code(&self) -> u16 {
+        match self {
+            CloseReason::GoingAway => 1001,
+            CloseReason::PolicyViolation(_) => 1008,
+            CloseReason::SlowConsumer(_) => 4008,
+            CloseReason::IdleTimeout => 4000,
+        }
+    }
+
+    /// The close reason text (at most 123 bytes, as WebSocket allows).
+    pub fn reason(&self) -> String {
+        let mut s = self.to_string();
+        while s.len() > 123 {
+            s.pop();
+        }
+        s
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::GoingAway => f.write_str("server shutting down"),
+            CloseReason::PolicyViolation(why) => write!(f, "policy violation: {why}"),
+            CloseReason::SlowConsumer(s) => s.fmt(f),
+            CloseReason::IdleTimeout => f.write_str("idle timeout"),
+        }
+    }
+}
+
+/// Stable error codes sent in `error` events.
+pub mod code {
+    /// The frame is not JSON.
+    pub const BAD_JSON: &str = "bad_json";
+    /// JSON, but not a valid op (missing or mistyped field).
+    pub const BAD_REQUEST: &str = "bad_request";
+    /// `op` names no known operation.
+    pub const UNKNOWN_OP: &str = "unknown_op";
+    /// A topic that does not exist.
+    pub const UNKNOWN_TOPIC: &str = "unknown_topic";
+    /// A name that can never be a topic.
+    pub const INVALID_TOPIC: &str = "invalid_topic";
+    /// Over the per-connection topic limit.
+    pub const TOO_MANY_TOPICS: &str = "too_many_topics";
+    /// Over the frame size limit.
+    pub const FRAME_TOO_LARGE: &str = "frame_too_large";
+}
+
+#[derive(Deserialize)]
+struct Op {
+    op: String,
+    id: Option<u64>,
+    #[serde(default)]
+    topics: Option<Vec<String>>,
+    #[serde(default)]
+    since: Option<HashMap<String, Position>>,
+}
+
+/// One connection's protocol state.
+pub struct Session {
+    sub: Subscriber,
+    batch: BatchWriter,
+    config: SessionConfig,
+    errors_in_window: u32,
+    window_start: Option<Instant>,
+    close: Option<CloseReason>,
+    last_drain_messages: u64,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session").field("sub", &self.sub).field("close", &self.close).finish()
+    }
+}
+
+impl Session {
+    /// A session that sends `encoding`.
+    pub fn new(engine: Arc<Engine>, encoding: Encoding, config: SessionConfig) -> Session {
+        Session {
+            sub: Subscriber::new(engine, config.limits),
+            batch: BatchWriter::new(encoding),
+            config,
+            errors_in_window: 0,
+            window_start: None,
+            close: None,
+            last_drain_messages: 0,
+        }
+    }
+
+    /// Ready when the session has messages to send.
+    pub fn signal(&self) -> &Arc<Signal> {
+        self.sub.signal()
+    }
+
+    /// The subscriptions.
+    pub fn subscriber(&self) -> &Subscriber {
+        &self.sub
+    }
+
+    /// Handles one client frame (text or binary; both carry JSON ops).
+    pub fn handle_frame(&mut self, frame: &[u8], now: Instant) {
+        if self.close.is_some() {
+            return;
+        }
+        if frame.len() > self.config.max_frame_bytes {
+            let msg = format!("frame of {} bytes exceeds {}", frame.len(), self.config.max_frame_bytes);
+            return self.error(None, code::FRAME_TOO_LARGE, &msg, now);
+        }
+        let op: Op = match serde_json::from_slice(frame) {
+            Ok(op) => op,
+            Err(e) if e.is_data() => return self.error(None, code::BAD_REQUEST, &e.to_string(), now),
+            Err(e) => return self.error(None, code::BAD_JSON, &e.to_string(), now),
+        };
+        match op.op.as_str() {
+            "subscribe" => self.handle_subscribe(op, now),
+            "unsubscribe" => self.handle_unsubscribe(op, now),
+            "ping" => self.batch.push_pong(op.id.unwrap_or(0)),
+            other => {
+                let msg = format!("unknown op {other:?}; expected subscribe, unsubscribe or ping");
+                self.error(op.id, code::UNKNOWN_OP, &msg, now)
+            }
+        }
+    }
+
+    fn handle_subscribe(&mut self, op: Op, now: Instant) {
+        let Some(names) = op.topics.filter(|t| !t.is_empty()) else {
+            return self.error(op.id, code::BAD_REQUEST, "subscribe needs a non-empty \"topics\" array", now);
+        };
+        let engine = self.sub.engine().clone();
+        // All or nothing: check every name before subscribing to any.
+        let mut topics = Vec::with_capacity(names.len());
+        for name in &names {
+            if !valid_topic_name(name) {
+                return self.error(op.id, code::INVALID_TOPIC, &format!("invalid topic name {name:?}"), now);
+            }
+            match engine.topic(name) {
+                Some(t) => topics.push(t),
+                None => return self.error(op.id, code::UNKNOWN_TOPIC, &format!("no topic {name:?}"), now),
+            }
+        }
+        let new = topics.iter().filter(|t| !self.sub.is_subscribed(t.name())).count();
+        if !self.sub.has_room_for(new) {
+            let msg = format!("at most {} topics per connection", self.config.limits.max_topics);
+            return self.error(op.id, code::TOO_MANY_TOPICS, &msg, now);
+        }
+        for t in topics {
+            let since = op.since.as_ref().and_then(|s| s.get(t.name()).copied());
+            match self.sub.subscribe(t, since) {
+                Ok(Start::Already | Start::Snapshot { .. } | Start::Replay { .. }) => {}
+                Err(_) => unreachable!("room was checked above"),
+            }
+        }
+        self.batch.push_ack(op.id.unwrap_or(0));
+    }
+
+    fn handle_unsubscribe(&mut self, op: Op, now: Instant) {
+        let Some(names) = op.topics.filter(|t| !t.is_empty()) else {
+            return self.error(op.id, code::BAD_REQUEST, "unsubscribe needs a non-empty \"topics\" array", now);
+        };
+        for name in &names {
+            self.sub.unsubscribe(name);
+        }
+        self.batch.push_ack(op.id.unwrap_or(0));
+    }
+
+    fn error(&mut self, id: Option<u64>, code: &str, message: &str, now: Instant) {
+        self.batch.push_error(id, code, message);
+        let start = *self.window_start.get_or_insert(now);
+        if now.duration_since(start) > self.config.error_window {
+            self.window_start = Some(now);
+            self.errors_in_window = 0;
+        }
+        self.errors_in_window += 1;
+        if self.errors_in_window > self.config.max_errors {
+            let why = format!("more than {} bad frames in {:?}", self.config.max_errors, self.config.error_window);
+            self.close = Some(CloseReason::PolicyViolation(why));
+        }
+    }
+
+    /// Drains the subscriptions into the pending batch and returns the frame to send, if any. Call
+    /// [`Session::sent`] after writing it.
+    pub fn poll_transmit(&mut self) -> Option<&[u8]> {
+        if self.close.is_none() {
+            match self.sub.drain(&mut self.batch) {
+                Ok(d) => {
+                    self.last_drain_messages = d.messages;
+                    let m = self.sub.engine().metrics();
+                    m.add(&m.gaps, d.gaps);
+                }
+                Err(slow) => {
+                    let m = self.sub.engine().metrics();
+                    m.add(&m.slow_consumer_disconnects, 1);
+                    self.close = Some(CloseReason::SlowConsumer(slow));
+                }
+            }
+        }
+        self.batch.finish()
+    }
+
+    /// The frame from [`Session::poll_transmit`] was written: count it and reuse the buffer.
+    pub fn sent(&mut self) {
+        if !self.batch.is_empty() {
+            let m = self.sub.engine().metrics();
+            m.add(&m.batches, 1);
+            m.add(&m.deliveries, self.last_drain_messages);
+            m.add(&m.bytes_out, self.batch.n_bytes() as u64);
+        }
+        self.last_drain_messages = 0;
+        self.batch.clear();
+    }
+
+    /// Asks the session to close (server shutdown, idle timeout).
+    pub fn close(&mut self, reason: CloseReason) {
+        self.close.get_or_insert(reason);
+    }
+
+    /// Set once the connection must be closed; send what [`Session::poll_transmit`] still returns first.
+    pub fn poll_close(&self) -> Option<&CloseReason> {
+        self.close.as_ref()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::{EngineConfig, Price, RingConfig, Tick};
+
+    struct Harness {
+        s: Session,
+        now: Instant,
+    }
+
+    impl Harness {
+        fn new(engine: &Arc<Engine>, config: SessionConfig) -> Harness {
+            Harness { s: Session::new(engine.clone(), Encoding::Json, config), now: Instant::now() }
+        }
+        fn send(&mut self, frame: &str) -> Vec<serde_json::Value> {
+            self.s.handle_frame(frame.as_bytes(), self.now);
+            self.recv()
+        }
+        fn recv(&mut self) -> Vec<serde_json::Value> {
+            let out = match self.s.poll_transmit() {
+                Some(f) => serde_json::from_slice::<Vec<serde_json::Value>>(f).unwrap(),
+                None => Vec::new(),
+            };
+            self.s.sent();
+            out
+        }
+    }
+
+    fn setup() -> (Arc<Engine>, crate::TopicWriter) {
+        let e = Engine::new(EngineConfig { epoch: 3, ring: RingConfig { capacity: 64, slot_bytes: 256 } });
+        let mut w = e.create_topic("ticks.AAPL").unwrap();
+        w.publish_tick(&Tick { price: Price(1), size: 1, ..Default::default() }, 0).unwrap();
+        (e, w)
+    }
+
+    #[test]
+    fn session_bad_input_gets_stable_codes_and_stays_usable() {
+        let (e, _w) = setup();
+        let mut h = Harness::new(&e, SessionConfig { max_frame_bytes: 200, ..Default::default() });
+        let cases = [
+            ("not json", code::BAD_JSON),
+            ("{\"op\":\"subscribe\",\"id\":1", code::BAD_JSON),
+            ("[1,2]", code::BAD_REQUEST),
+            ("{\"id\":1}", code::BAD_REQUEST),
+            ("{\"op\":\"subscribe\",\"id\":\"x\",\"topics\":[\"ticks.AAPL\"]}", code::BAD_REQUEST),
+            ("{\"op\":\"fly\",\"id\":2}", code::UNKNOWN_OP),
+            ("{\"op\":\"subscribe\",\"id\":3,\"topics\":[]}", code::BAD_REQUEST),
+            ("{\"op\":\"subscribe\",\"id\":4,\"topics\":[\"ticks.NOPE\"]}", code::UNKNOWN_TOPIC),
+            ("{\"op\":\"subscribe\",\"id\":5,\"topics\":[\"bad topic!\"]}", code::INVALID_TOPIC),
+        ];
+        for (frame, want) in cases {
+            let ev = h.send(frame);
+            assert_eq!(ev.len(), 1, "{frame}");
+            assert_eq!(ev[0]["type"], "error", "{frame}");
+            assert_eq!(ev[0]["code"], want, "{frame}");
+        }
+        let big = format!("{{\"op\":\"ping\",\"id\":1,\"pad\":\"{}\"}}", "x".repeat(300));
+        assert_eq!(h.send(&big)[0]["code"], code::FRAME_TOO_LARGE);
+        let ev = h.send("{\"op\":\"subscribe\",\"id\":9,\"topics\":[\"ticks.AAPL\"]}");
+        assert_eq!(ev[0], serde_json::json!({"type":"ack","id":9}));
+        assert_eq!(ev[1]["type"], "snapshot");
+        assert_eq!(h.send("{\"op\":\"ping\",\"id\":10}"), [serde_json::json!({"type":"pong","id":10})]);
+        assert!(h.s.poll_close().is_none());
+    }
+
+    #[test]
+    fn session_sustained_abuse_closes_with_1008() {
+        let (e, _w) = setup();
+        let mut h = Harness::new(&e, SessionConfig { max_errors: 3, ..Default::default() });
+        for _ in 0..3 {
+            h.send("garbage");
+        }
+        assert!(h.s.poll_close().is_none());
+        h.now += Duration::from_secs(11);
+        for _ in 0..3 {
+            h.send("garbage");
+        }
+        assert!(h.s.poll_close().is_none(), "the window restarted");
+        h.send("garbage");
+        assert_eq!(h.s.poll_close().map(CloseReason::code), Some(1008));
+    }
+
+    #[test]
+    fn session_unknown_topic_subscribes_nothing() {
+        let (e, _w) = setup();
+        let mut h = Harness::new(&e, SessionConfig::default());
+        let ev = h.send("{\"op\":\"subscribe\",\"id\":1,\"topics\":[\"ticks.AAPL\",\"ticks.ZZZ\"]}");
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0]["code"], code::UNKNOWN_TOPIC);
+        assert_eq!(h.s.subscriber().n_topics(), 0);
+    }
+
+    #[test]
+    fn session_resume_with_since_and_unsubscribe() {
+        let (e, mut w) = setup();
+        for i in 2..=5 {
+            w.publish_tick(&Tick { price: Price(i), size: 1, ..Default::default() }, 0).unwrap();
+        }
+        let mut h = Harness::new(&e, SessionConfig::default());
+        let ev =
+            h.send(r#"{"op":"subscribe","id":1,"topics":["ticks.AAPL"],"since":{"ticks.AAPL":{"epoch":3,"seq":2}}}"#);
+        let seqs: Vec<_> = ev[1..].iter().map(|e| (e["type"].as_str().unwrap(), e["seq"].as_u64().unwrap())).collect();
+        assert_eq!(seqs, [("tick", 3), ("tick", 4), ("tick", 5)]);
+        assert_eq!(h.send(r#"{"op":"unsubscribe","id":2,"topics":["ticks.AAPL"]}"#)[0]["type"], "ack");
+        w.publish_tick(&Tick { price: Price(6), size: 1, ..Default::default() }, 0).unwrap();
+        assert!(h.recv().is_empty());
+    }
+}
