@@ -1,0 +1,216 @@
+//! Command-line flags (every one also readable from a `MARQUEE_*` environment variable) and their validation
+//! into the typed [`Config`] the server runs with.
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use marquee_engine::{Limits, RingConfig, SessionConfig};
+use marquee_feeds::{OnError, Speed, TsUnit};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Marquee: a lock-free real-time push engine for market data and live auctions.
+///
+/// Without a subcommand, runs `serve`.
+#[derive(Debug, Parser)]
+#[command(name = "marquee", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the built-in synthetic market over HTTP and WebSocket (the default).
+    Serve(ServeArgs),
+    /// Serve ticks replayed from a CSV file instead of the synthetic market.
+    Replay(ReplayArgs),
+}
+
+/// Flags shared by `serve` and `replay`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address for HTTP and WebSocket (`/ws`). Port 0 picks a free port.
+    #[arg(long, env = "MARQUEE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Synthetic market: ticks per second over all symbols.
+    #[arg(long, env = "MARQUEE_TICK_RATE", default_value_t = 2000.0)]
+    pub tick_rate: f64,
+    /// Synthetic market: random seed (the same seed gives the same market).
+    #[arg(long, env = "MARQUEE_SEED", default_value_t = 42)]
+    pub seed: u64,
+    /// Messages kept per topic for resume (a power of two).
+    #[arg(long, env = "MARQUEE_RING_CAPACITY", default_value_t = 4096)]
+    pub ring_capacity: usize,
+    /// Most WebSocket connections held at once; 0 = as many as the open-files limit allows.
+    #[arg(long, env = "MARQUEE_MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: usize,
+    /// Most topics one connection may subscribe to.
+    #[arg(long, env = "MARQUEE_MAX_TOPICS", default_value_t = 256)]
+    pub max_topics: usize,
+    /// Unsent messages per connection beyond which its tick topics skip to the newest value (with a `gap`).
+    #[arg(long, env = "MARQUEE_MAX_PENDING", default_value_t = 8192)]
+    pub max_pending: u64,
+    /// Largest batch (one WebSocket frame), in bytes.
+    #[arg(long, env = "MARQUEE_MAX_BATCH_BYTES", default_value_t = 64 * 1024)]
+    pub max_batch_bytes: usize,
+    /// Interval between server pings, e.g. `15s`, `500ms`.
+    #[arg(long, env = "MARQUEE_PING_INTERVAL", default_value = "15s", value_parser = parse_duration)]
+    pub ping_interval: Duration,
+    /// Close a connection that sent nothing (not even a pong) for this long.
+    #[arg(long, env = "MARQUEE_IDLE_TIMEOUT", default_value = "45s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Drop a connection whose socket accepts no data for this long.
+    #[arg(long, env = "MARQUEE_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub write_timeout: Duration,
+    /// Bad frames tolerated per 10 s before a connection is closed with 1008.
+    #[arg(long, env = "MARQUEE_MAX_ERRORS", default_value_t = 20)]
+    pub max_errors: u32,
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info`, `marquee=debug`.
+    #[arg(long, env = "MARQUEE_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// `marquee replay FILE`.
+#[derive(Debug, Clone, Args)]
+pub struct ReplayArgs {
+    /// CSV file: header `timestamp,symbol,price,size[,bid,ask,bid_size,ask_size]`.
+    pub file: PathBuf,
+    /// Playback speed: `1` keeps the file's spacing, `10` is ten times faster, `max` does not wait.
+    #[arg(long, env = "MARQUEE_SPEED", default_value = "1")]
+    pub speed: Speed,
+    /// Start over at the end of the file.
+    #[arg(long = "loop", env = "MARQUEE_LOOP")]
+    pub looped: bool,
+    /// On a row that does not parse: `skip` it (counted) or `stop` the replay and exit non-zero.
+    #[arg(long, env = "MARQUEE_ON_ERROR", default_value = "skip")]
+    pub on_error: OnError,
+    /// Unit of integer timestamps: `auto`, `s`, `ms`, `us` or `ns`.
+    #[arg(long, env = "MARQUEE_TS_UNIT", default_value = "auto")]
+    pub ts_unit: TsUnit,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Where ticks come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// The synthetic market.
+    Synthetic { seed: u64, tick_rate: f64 },
+    /// A CSV file.
+    Replay { file: PathBuf, speed: Speed, looped: bool, on_error: OnError, ts_unit: TsUnit },
+}
+
+/// The validated configuration of one server run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub source: Source,
+    pub ring: RingConfig,
+    pub session: SessionConfig,
+    /// 0 = derive from the open-files limit at start.
+    pub max_connections: usize,
+    pub ping_interval: Duration,
+    pub idle_timeout: Duration,
+    pub write_timeout: Duration,
+    pub log: String,
+}
+
+impl Config {
+    /// Validates the parsed flags.
+    pub fn from_cli(cli: Cli) -> anyhow::Result<Config> {
+        let (serve, source) = match cli.command {
+            None => (cli.serve.clone(), synthetic(&cli.serve)),
+            Some(Command::Serve(s)) => {
+                let src = synthetic(&s);
+                (s, src)
+            }
+            Some(Command::Replay(r)) => {
+                let src = Source::Replay {
+                    file: r.file,
+                    speed: r.speed,
+                    looped: r.looped,
+                    on_error: r.on_error,
+                    ts_unit: r.ts_unit,
+                };
+                (r.serve, src)
+            }
+        };
+        if !serve.ring_capacity.is_power_of_two() || serve.ring_capacity < 2 {
+            bail!("--ring-capacity must be a power of two >= 2, got {}", serve.ring_capacity);
+        }
+        if !(serve.tick_rate > 0.0 && serve.tick_rate <= 10_000_000.0) {
+            bail!("--tick-rate must be in (0, 10000000], got {}", serve.tick_rate);
+        }
+        if serve.max_topics == 0 || serve.max_batch_bytes < 1024 {
+            bail!("--max-topics must be >= 1 and --max-batch-bytes >= 1024");
+        }
+        if serve.ping_interval.is_zero() || serve.idle_timeout <= serve.ping_interval {
+            bail!("--idle-timeout must be longer than --ping-interval, which must be > 0");
+        }
+        if let Source::Replay { file, .. } = &source {
+            std::fs::metadata(file).with_context(|| format!("cannot read {}", file.display()))?;
+        }
+        let limits = Limits {
+            max_topics: serve.max_topics,
+            max_pending_messages: serve.max_pending,
+            max_batch_messages: 4096,
+            max_batch_bytes: serve.max_batch_bytes,
+        };
+        Ok(Config {
+            listen: serve.listen,
+            source,
+            ring: RingConfig { capacity: serve.ring_capacity, ..RingConfig::default() },
+            session: SessionConfig { limits, max_errors: serve.max_errors, ..SessionConfig::default() },
+            max_connections: serve.max_connections,
+            ping_interval: serve.ping_interval,
+            idle_timeout: serve.idle_timeout,
+            write_timeout: serve.write_timeout,
+            log: serve.log,
+        })
+    }
+}
+
+fn synthetic(s: &ServeArgs) -> Source {
+    Source::Synthetic { seed: s.seed, tick_rate: s.tick_rate }
+}
+
+/// `15s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?} (try 15s or 500ms)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1e3,
+        "us" => n / 1e6,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("invalid duration unit in {s:?} (use ms, s, m or h)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_durations_parse() {
+        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("3 weeks").is_err());
+    }
+
+    #[test]
+    fn config_rejects_bad_ring_capacity() {
+        let cli = Cli::parse_from(["marquee", "--ring-capacity", "1000"]);
+        let err = Config::from_cli(cli).unwrap_err().to_string();
+        assert!(err.contains("power of two"), "{err}");
+    }
+}

@@ -1,0 +1,66 @@
+//! Starts the configured feed on its own OS thread (feeds never run on the async runtime: they sleep on a fixed
+//! schedule and publish without awaiting anything).
+
+use crate::config::Source;
+use anyhow::Context;
+use marquee_engine::Engine;
+use marquee_feeds::{Replay, ReplayOptions, Synthetic};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use tokio::sync::oneshot;
+
+/// A running feed; [`Feed::failed`] resolves only if the feed stops with an error.
+#[derive(Debug)]
+pub struct Feed {
+    failed: oneshot::Receiver<anyhow::Error>,
+}
+
+impl Feed {
+    /// Resolves with the feed's error; pends forever if it ends cleanly or keeps running.
+    pub async fn failed(self) -> anyhow::Error {
+        match self.failed.await {
+            Ok(e) => e,
+            Err(_) => std::future::pending().await,
+        }
+    }
+}
+
+/// Creates the feed's topics (so `/api/symbols` is complete before the first request) and starts its thread.
+pub fn start(engine: &Arc<Engine>, source: &Source, stop: Arc<AtomicBool>) -> anyhow::Result<Feed> {
+    let (tx, rx) = oneshot::channel();
+    match source.clone() {
+        Source::Synthetic { seed, tick_rate } => {
+            let synthetic = Synthetic::prepare(engine, seed).context("cannot start the synthetic market")?;
+            std::thread::Builder::new().name("feed-synthetic".into()).spawn(move || {
+                if let Err(e) = synthetic.run(tick_rate, &stop) {
+                    let _ = tx.send(anyhow::Error::new(e).context("synthetic market stopped"));
+                }
+            })?;
+        }
+        Source::Replay { file, speed, looped, on_error, ts_unit } => {
+            let mut opts = ReplayOptions::new(file.clone());
+            opts.speed = speed;
+            opts.looped = looped;
+            opts.on_error = on_error;
+            opts.ts_unit = ts_unit;
+            let replay = Replay::prepare(engine, opts).with_context(|| format!("cannot replay {}", file.display()))?;
+            std::thread::Builder::new().name("feed-replay".into()).spawn(move || match replay.run(&stop) {
+                Ok(s) => {
+                    tracing::info!(
+                        "replay finished: {} rows published, {} skipped, {} loops",
+                        s.rows_published,
+                        s.rows_skipped,
+                        s.loops
+                    );
+                    for e in &s.first_errors {
+                        tracing::warn!("skipped row: {e}");
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(anyhow::Error::new(e).context("replay stopped"));
+                }
+            })?;
+        }
+    }
+    Ok(Feed { failed: rx })
+}

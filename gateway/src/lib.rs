@@ -1,0 +1,14 @@
+//! Marquee's gateway: all network IO. The tokio runtime, the HTTP API, the WebSocket adapter over the engine's
+//! sans-IO [`marquee_engine::Session`], the embedded trading UI and the feed threads. The engine and the feeds
+//! open no sockets; this crate is the only one that does.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod feed;
+pub mod http;
+pub mod server;
+pub mod ui;
+pub mod ws;
+
+pub use config::{Cli, Config};
+pub use server::run;

@@ -1,0 +1,116 @@
+//! Wiring: the engine, the feed thread, the HTTP router, connection limits and graceful shutdown.
+
+use crate::config::{Config, Source};
+use crate::{http, ws};
+use anyhow::Context;
+use axum::Router;
+use axum::routing::get;
+use marquee_engine::{Engine, EngineConfig};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Open files kept back from the connection budget for the listener, logs and data files.
+const RESERVED_FDS: u64 = 64;
+
+/// What every request handler and connection task shares.
+#[derive(Debug)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub config: Config,
+    /// Open WebSocket connections.
+    pub connections: AtomicUsize,
+    /// Upgrades refused with 503 because `max_connections` was reached.
+    pub rejected: AtomicU64,
+    pub max_connections: usize,
+    /// Flips to true on SIGINT/SIGTERM.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let fd_limit = raise_fd_limit();
+    let max_connections = match config.max_connections {
+        0 => fd_limit.saturating_sub(RESERVED_FDS).max(1) as usize,
+        n => n,
+    };
+    let engine = Engine::new(EngineConfig { epoch: 0, ring: config.ring });
+    let stop = Arc::new(AtomicBool::new(false));
+    let feed = crate::feed::start(&engine, &config.source, stop.clone())?;
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let state = Arc::new(AppState {
+        engine: engine.clone(),
+        config: config.clone(),
+        connections: AtomicUsize::new(0),
+        rejected: AtomicU64::new(0),
+        max_connections,
+        shutdown: shutdown_rx,
+    });
+    let app = Router::new().route("/ws", get(ws::upgrade)).merge(http::routes()).with_state(state.clone());
+
+    let source = match &config.source {
+        Source::Synthetic { tick_rate, seed } => format!("synthetic market ({tick_rate} ticks/s, seed {seed})"),
+        Source::Replay { file, speed, .. } => format!("replay of {} at speed {speed}", file.display()),
+    };
+    tracing::info!(
+        "marquee listening on http://{addr} (WebSocket at ws://{addr}/ws); feed: {source}; {} topics; epoch {}; \
+         open-files limit {fd_limit}, so up to {max_connections} connections",
+        engine.n_topics(),
+        engine.epoch()
+    );
+
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: closing connections with 1001");
+        let _ = shutdown_tx.send(true);
+    });
+    let mut feed_failed = None;
+    tokio::select! {
+        r = server => r.context("server failed")?,
+        e = feed.failed() => feed_failed = Some(e),
+    }
+    stop.store(true, Ordering::Release);
+    if let Some(e) = feed_failed {
+        return Err(e);
+    }
+    // The listener is closed; give connection tasks a moment to send their 1001 close frames.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(1500);
+    while state.connections.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!("cannot watch SIGTERM ({e}); only SIGINT stops the server");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Raises the soft open-files limit to the hard one; returns the limit in force.
+fn raise_fd_limit() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!("cannot raise the open-files limit: {e}");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| soft).unwrap_or(1024)
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! The WebSocket adapter: moves bytes between a socket and its [`Session`]; all protocol meaning lives there.
+//!
+//! One task per connection. It writes one frame per batch (one `send`, so one flush and normally one write
+//! syscall) and builds the next batch only after that write finished, so a slow socket never holds more than one
+//! batch here; what piles up meanwhile stays in the topic rings, where the session conflates or disconnects.
+
+use crate::server::AppState;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::http::StatusCode;
+use axum::response::Response;
+use marquee_engine::{CloseReason, Encoding, Session};
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+use tokio::time::{MissedTickBehavior, interval, timeout};
+
+/// The subprotocol that selects the binary encoding.
+pub const BINARY_PROTOCOL: &str = "marquee.bin";
+/// The subprotocol for JSON (also the default when none is asked for).
+pub const JSON_PROTOCOL: &str = "marquee.json";
+/// Client frames above this are refused by the WebSocket layer itself (close 1009); the session answers
+/// smaller oversized frames with a `frame_too_large` error and keeps the connection.
+const HARD_MAX_MESSAGE: usize = 1 << 20;
+
+pub async fn upgrade(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
+    let prev = state.connections.fetch_add(1, Ordering::AcqRel);
+    if prev >= state.max_connections {
+        state.connections.fetch_sub(1, Ordering::AcqRel);
+        state.rejected.fetch_add(1, Ordering::Relaxed);
+        return crate::http::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_connections",
+            &format!("the server holds at most {} connections", state.max_connections),
+        );
+    }
+    let guard = ConnGuard(state.clone());
+    ws.protocols([BINARY_PROTOCOL, JSON_PROTOCOL])
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_message_size(HARD_MAX_MESSAGE)
+        .max_frame_size(HARD_MAX_MESSAGE)
+        .on_failed_upgrade(|e| tracing::debug!("websocket upgrade failed: {e}"))
+        .on_upgrade(move |socket| async move {
+            let encoding = match socket.protocol().map(|p| p.as_bytes()) {
+                Some(p) if p == BINARY_PROTOCOL.as_bytes() => Encoding::Binary,
+                _ => Encoding::Json,
+            };
+            serve_socket(socket, &guard.0, encoding).await;
+            drop(guard);
+        })
+}
+
+/// Decrements the connection count however the connection ends (including a failed upgrade).
+struct ConnGuard(Arc<AppState>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+async fn serve_socket(mut socket: WebSocket, state: &AppState, encoding: Encoding) {
+    let cfg = &state.config;
+    let mut session = Session::new(state.engine.clone(), encoding, cfg.session);
+    let signal = session.signal().clone();
+    let mut shutdown = state.shutdown.clone();
+    let mut ping = interval(cfg.ping_interval);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    ping.tick().await;
+    let mut last_heard = Instant::now();
+    loop {
+        if let Some(frame) = session.poll_transmit() {
+            let msg = match encoding {
+                Encoding::Json => match Utf8Bytes::try_from(frame.to_vec()) {
+                    Ok(text) => Message::Text(text),
+                    Err(_) => unreachable!("JSON batches are built from UTF-8 pieces"),
+                },
+                Encoding::Binary => Message::Binary(Bytes::copy_from_slice(frame)),
+            };
+            match timeout(cfg.write_timeout, socket.send(msg)).await {
+                Ok(Ok(())) => session.sent(),
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    tracing::debug!("dropping a connection whose socket took no data for {:?}", cfg.write_timeout);
+                    return;
+                }
+            }
+        }
+        if let Some(reason) = session.poll_close() {
+            return close(socket, reason, cfg.write_timeout).await;
+        }
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => session.close(CloseReason::GoingAway),
+            msg = socket.recv() => match msg {
+                Some(Ok(Message::Text(t))) => {
+                    last_heard = Instant::now();
+                    session.handle_frame(t.as_bytes(), last_heard);
+                }
+                Some(Ok(Message::Binary(b))) => {
+                    last_heard = Instant::now();
+                    session.handle_frame(&b, last_heard);
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => last_heard = Instant::now(),
+                Some(Ok(Message::Close(_))) | None => return,
+                Some(Err(e)) => {
+                    tracing::debug!("websocket read error: {e}");
+                    return;
+                }
+            },
+            _ = poll_fn(|cx| signal.poll_ready(cx)) => {}
+            _ = ping.tick() => {
+                if last_heard.elapsed() > cfg.idle_timeout {
+                    session.close(CloseReason::IdleTimeout);
+                } else if timeout(cfg.write_timeout, socket.send(Message::Ping(Bytes::new()))).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn close(mut socket: WebSocket, reason: &CloseReason, write_timeout: std::time::Duration) {
+    let frame = CloseFrame { code: reason.code(), reason: Utf8Bytes::from(reason.reason()) };
+    let _ =
+        timeout(write_timeout.min(std::time::Duration::from_secs(1)), socket.send(Message::Close(Some(frame)))).await;
+}

@@ -1,0 +1,155 @@
+//! Shared helpers for the end-to-end tests: start the real `marquee` binary on an ephemeral port, talk to it over
+//! real sockets.
+#![allow(dead_code)]
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A running server; killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub log: mpsc::Receiver<String>,
+}
+
+impl Server {
+    /// Starts `marquee <args> --listen 127.0.0.1:0` and waits for its "listening on" line.
+    pub fn start(args: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_marquee"))
+            .args(args)
+            .args(["--listen", "127.0.0.1:0", "--log", "info"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start marquee");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let addr = loop {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) => {
+                    if let Some(rest) = line.split("listening on http://").nth(1) {
+                        break rest.split_whitespace().next().unwrap().parse().unwrap();
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("server did not print its address within 20 s");
+                }
+            }
+        };
+        Server { child, addr, log: rx }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Opens a WebSocket, optionally asking for a subprotocol.
+pub async fn connect(server: &Server, protocol: Option<&str>) -> Ws {
+    let mut req = server.ws_url().into_client_request().unwrap();
+    if let Some(p) = protocol {
+        req.headers_mut().insert("Sec-WebSocket-Protocol", p.parse().unwrap());
+    }
+    let (ws, _) = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(req))
+        .await
+        .expect("connect within 10 s")
+        .expect("websocket handshake");
+    ws
+}
+
+/// Opens a WebSocket whose socket has a small receive buffer, so a client that stops reading backs the
+/// server up quickly.
+pub async fn connect_small_rcvbuf(server: &Server) -> Ws {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(8 * 1024).unwrap();
+    let stream = sock.connect(server.addr).await.unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(server.ws_url(), MaybeTlsStream::Plain(stream)).await.unwrap();
+    ws
+}
+
+pub async fn send(ws: &mut Ws, v: Value) {
+    ws.send(Message::text(v.to_string())).await.unwrap();
+}
+
+/// Next batch of JSON events (skipping pings); panics after `secs` seconds.
+pub async fn next_batch(ws: &mut Ws, secs: u64) -> Vec<Value> {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(secs), ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("no frame within {secs} s"))
+            .expect("socket open")
+            .expect("frame");
+        match msg {
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(&t).expect("server frames are JSON");
+                return v.as_array().expect("every frame is a JSON array").clone();
+            }
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+}
+
+/// Collects events until `pred` holds for one of them (inclusive); panics after `secs`.
+pub async fn events_until(ws: &mut Ws, secs: u64, mut pred: impl FnMut(&Value) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut out = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now()).as_secs().max(1);
+        assert!(Instant::now() < deadline, "condition not met within {secs} s; got {} events", out.len());
+        for e in next_batch(ws, left).await {
+            let done = pred(&e);
+            out.push(e);
+            if done {
+                return out;
+            }
+        }
+    }
+}
+
+/// `GET path` over a fresh TCP connection: (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, head.to_owned(), body.to_owned())
+}
+
+/// Now as Unix nanoseconds.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64
+}
