@@ -1,7 +1,7 @@
 //! Encoding: a tick's bodies at publish, and a batch of stored events into one frame.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use marquee_engine::codec::{encode_tick_bin, encode_tick_json};
+use marquee_engine::codec::{TickEncoder, encode_tick_bin, encode_tick_json};
 use marquee_engine::{BatchWriter, Encoding, Kind, Price, Tick};
 use std::hint::black_box;
 
@@ -17,30 +17,17 @@ fn codec(c: &mut Criterion) {
     let mut g = c.benchmark_group("engine_codec");
     g.throughput(Throughput::Elements(1));
     let mut buf = Vec::with_capacity(256);
+    let enc = TickEncoder::new("ticks.AAPL", 1_763_000_000_000);
     g.bench_function("encode_tick_json", |b| {
         b.iter(|| {
             buf.clear();
-            encode_tick_json(
-                &mut buf,
-                "ticks.AAPL",
-                1_763_000_000_000,
-                black_box(123_456),
-                1_763_000_000_123_456_789,
-                &t,
-            );
+            enc.encode_json(&mut buf, black_box(123_456), 1_763_000_000_123_456_789, &t);
         })
     });
     g.bench_function("encode_tick_bin", |b| {
         b.iter(|| {
             buf.clear();
-            encode_tick_bin(
-                &mut buf,
-                "ticks.AAPL",
-                1_763_000_000_000,
-                black_box(123_456),
-                1_763_000_000_123_456_789,
-                &t,
-            );
+            enc.encode_bin(&mut buf, black_box(123_456), 1_763_000_000_123_456_789, &t);
         })
     });
     let (mut json, mut bin) = (Vec::new(), Vec::new());

@@ -53,19 +53,20 @@ fn ring(c: &mut Criterion) {
         batch.clear();
         g.throughput(Throughput::Elements(64));
         g.bench_function(format!("read_64_{enc:?}").to_lowercase(), |b| {
-            b.iter_batched(
-                || {
+            b.iter_custom(|iters| {
+                let mut total = std::time::Duration::ZERO;
+                for _ in 0..iters {
                     for i in 0..64 {
                         w.publish_tick(&tick(i), i).unwrap();
                     }
-                },
-                |()| {
+                    let t0 = std::time::Instant::now();
                     let d = sub.drain(&mut batch).unwrap();
+                    total += t0.elapsed();
+                    assert_eq!(d.messages, 64);
                     batch.clear();
-                    d.messages
-                },
-                criterion::BatchSize::SmallInput,
-            )
+                }
+                total
+            })
         });
     }
     g.finish();

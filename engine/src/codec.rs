@@ -65,59 +65,99 @@ pub mod record {
 /// Absent optional price or size in the binary tick body.
 pub const ABSENT: i64 = i64::MIN;
 
-/// Encodes a tick's JSON body (everything after `{"type":"tick",`).
-pub fn encode_tick_json(out: &mut Vec<u8>, topic: &str, epoch: u64, seq: u64, ts: i64, t: &Tick) {
-    let mut ib = itoa::Buffer::new();
-    let symbol = topic.strip_prefix(crate::TICKS_PREFIX).unwrap_or(topic);
-    out.extend_from_slice(b"\"topic\":\"");
-    push_json_str(out, topic);
-    out.extend_from_slice(b"\",\"epoch\":");
-    out.extend_from_slice(ib.format(epoch).as_bytes());
-    out.extend_from_slice(b",\"seq\":");
-    out.extend_from_slice(ib.format(seq).as_bytes());
-    out.extend_from_slice(b",\"ts\":");
-    out.extend_from_slice(ib.format(ts).as_bytes());
-    out.extend_from_slice(b",\"symbol\":\"");
-    push_json_str(out, symbol);
-    out.extend_from_slice(b"\",\"price\":");
-    t.price.write_decimal(out);
-    out.extend_from_slice(b",\"size\":");
-    out.extend_from_slice(ib.format(t.size).as_bytes());
-    for (name, p) in [(&b",\"bid\":"[..], t.bid), (b",\"ask\":", t.ask)] {
-        if let Some(p) = p {
-            out.extend_from_slice(name);
-            p.write_decimal(out);
-        }
-    }
-    for (name, s) in [(&b",\"bid_size\":"[..], t.bid_size), (b",\"ask_size\":", t.ask_size)] {
-        if let Some(s) = s {
-            out.extend_from_slice(name);
-            out.extend_from_slice(ib.format(s).as_bytes());
-        }
-    }
-    out.push(b'}');
+/// Encodes ticks of one topic. What never changes for the topic (its name, symbol and epoch) is rendered once
+/// here, so a publish only formats the seq, the time and the numbers.
+#[derive(Clone, Debug)]
+pub struct TickEncoder {
+    /// `"topic":"ticks.AAPL","epoch":E,"seq":`
+    json_head: Vec<u8>,
+    /// `,"symbol":"AAPL","price":`
+    json_symbol: Vec<u8>,
+    /// `topic_len u8` + topic, the tail of the binary body.
+    bin_topic: Vec<u8>,
+    epoch: u64,
 }
 
-/// Encodes a tick's binary body: `epoch u64, seq u64, ts i64, price i64, size u64, bid i64, ask i64,
-/// bid_size i64, ask_size i64` (little-endian, [`ABSENT`] for a missing optional), `topic_len u8`, topic.
-pub fn encode_tick_bin(out: &mut Vec<u8>, topic: &str, epoch: u64, seq: u64, ts: i64, t: &Tick) {
-    let opt = |v: Option<u64>| v.map_or(ABSENT, |v| v as i64);
-    for v in [
-        epoch as i64,
-        seq as i64,
-        ts,
-        t.price.units(),
-        t.size as i64,
-        t.bid.map_or(ABSENT, Price::units),
-        t.ask.map_or(ABSENT, Price::units),
-        opt(t.bid_size),
-        opt(t.ask_size),
-    ] {
-        out.extend_from_slice(&v.to_le_bytes());
+impl TickEncoder {
+    /// An encoder for `topic` (`ticks.AAPL`; the symbol is the part after `ticks.`) in `epoch`.
+    pub fn new(topic: &str, epoch: u64) -> TickEncoder {
+        let symbol = topic.strip_prefix(crate::TICKS_PREFIX).unwrap_or(topic);
+        let mut json_head = b"\"topic\":\"".to_vec();
+        push_json_str(&mut json_head, topic);
+        json_head.extend_from_slice(b"\",\"epoch\":");
+        json_head.extend_from_slice(itoa::Buffer::new().format(epoch).as_bytes());
+        json_head.extend_from_slice(b",\"seq\":");
+        let mut json_symbol = b",\"symbol\":\"".to_vec();
+        push_json_str(&mut json_symbol, symbol);
+        json_symbol.extend_from_slice(b"\",\"price\":");
+        let t = &topic.as_bytes()[..topic.len().min(255)];
+        let mut bin_topic = vec![t.len() as u8];
+        bin_topic.extend_from_slice(t);
+        TickEncoder { json_head, json_symbol, bin_topic, epoch }
     }
-    let topic = &topic.as_bytes()[..topic.len().min(255)];
-    out.push(topic.len() as u8);
-    out.extend_from_slice(topic);
+
+    /// Appends the JSON body (everything after `{"type":"tick",`).
+    pub fn encode_json(&self, out: &mut Vec<u8>, seq: u64, ts: i64, t: &Tick) {
+        let mut ib = itoa::Buffer::new();
+        out.extend_from_slice(&self.json_head);
+        out.extend_from_slice(ib.format(seq).as_bytes());
+        out.extend_from_slice(b",\"ts\":");
+        out.extend_from_slice(ib.format(ts).as_bytes());
+        out.extend_from_slice(&self.json_symbol);
+        t.price.write_decimal(out);
+        out.extend_from_slice(b",\"size\":");
+        out.extend_from_slice(ib.format(t.size).as_bytes());
+        if let Some(p) = t.bid {
+            out.extend_from_slice(b",\"bid\":");
+            p.write_decimal(out);
+        }
+        if let Some(p) = t.ask {
+            out.extend_from_slice(b",\"ask\":");
+            p.write_decimal(out);
+        }
+        if let Some(s) = t.bid_size {
+            out.extend_from_slice(b",\"bid_size\":");
+            out.extend_from_slice(ib.format(s).as_bytes());
+        }
+        if let Some(s) = t.ask_size {
+            out.extend_from_slice(b",\"ask_size\":");
+            out.extend_from_slice(ib.format(s).as_bytes());
+        }
+        out.push(b'}');
+    }
+
+    /// Appends the binary body: `epoch u64, seq u64, ts i64, price i64, size u64, bid i64, ask i64,
+    /// bid_size i64, ask_size i64` (little-endian, [`ABSENT`] for a missing optional), `topic_len u8`, topic.
+    pub fn encode_bin(&self, out: &mut Vec<u8>, seq: u64, ts: i64, t: &Tick) {
+        let opt = |v: Option<u64>| v.map_or(ABSENT, |v| v as i64);
+        let fields = [
+            self.epoch as i64,
+            seq as i64,
+            ts,
+            t.price.units(),
+            t.size as i64,
+            t.bid.map_or(ABSENT, Price::units),
+            t.ask.map_or(ABSENT, Price::units),
+            opt(t.bid_size),
+            opt(t.ask_size),
+        ];
+        let mut raw = [0u8; 72];
+        for (chunk, v) in raw.chunks_exact_mut(8).zip(fields) {
+            chunk.copy_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&raw);
+        out.extend_from_slice(&self.bin_topic);
+    }
+}
+
+/// Encodes a tick's JSON body (everything after `{"type":"tick",`). Publishing uses a cached [`TickEncoder`].
+pub fn encode_tick_json(out: &mut Vec<u8>, topic: &str, epoch: u64, seq: u64, ts: i64, t: &Tick) {
+    TickEncoder::new(topic, epoch).encode_json(out, seq, ts, t);
+}
+
+/// Encodes a tick's binary body; see [`TickEncoder::encode_bin`].
+pub fn encode_tick_bin(out: &mut Vec<u8>, topic: &str, epoch: u64, seq: u64, ts: i64, t: &Tick) {
+    TickEncoder::new(topic, epoch).encode_bin(out, seq, ts, t);
 }
 
 /// A decoded binary tick record (for clients and tests; the server never decodes ticks).
@@ -253,7 +293,7 @@ pub struct Mark {
 impl BatchWriter {
     /// An empty batch for `encoding`.
     pub fn new(encoding: Encoding) -> BatchWriter {
-        BatchWriter { encoding, buf: Vec::with_capacity(4096), n_events: 0 }
+        BatchWriter { encoding, buf: Vec::with_capacity(256), n_events: 0 }
     }
 
     /// The batch's wire format.

@@ -30,14 +30,17 @@ use crate::ring::ReadOutcome;
 use crate::sync::{Arc, AtomicBool, Ordering, fence};
 use crate::topic::{Engine, Position, Topic, TopicClass};
 use atomic_waker::AtomicWaker;
-use crossbeam_utils::CachePadded;
 use std::fmt;
 use std::task::{Context, Poll};
 
 /// A connection's wake-up: shared between the connection and the writers of the topics it subscribes to.
+///
+/// The flag and the waker share one cache line (and no other signal's line), so a publish that wakes a
+/// connection touches a single line of it.
+#[repr(align(128))]
 pub struct Signal {
     /// True from the first publish after a drain until the next drain starts.
-    scheduled: CachePadded<AtomicBool>,
+    scheduled: AtomicBool,
     waker: AtomicWaker,
 }
 
@@ -49,7 +52,7 @@ impl fmt::Debug for Signal {
 
 impl Default for Signal {
     fn default() -> Signal {
-        Signal { scheduled: CachePadded::new(AtomicBool::new(false)), waker: AtomicWaker::new() }
+        Signal { scheduled: AtomicBool::new(false), waker: AtomicWaker::new() }
     }
 }
 
@@ -262,8 +265,28 @@ impl Subscriber {
     }
 
     /// Moves everything pending on all topics into `batch`, up to the batch limits.
+    ///
+    /// The wake flag is cleared only by a drain that finds nothing (followed by one more look, for publishes that
+    /// raced with the clear). A drain that found messages leaves the connection scheduled, so its owner drains
+    /// again after writing the batch. A busy connection therefore pays no fence and no flag write per batch,
+    /// and publishers see its flag set and skip it with one load.
     pub fn drain(&mut self, batch: &mut BatchWriter) -> Result<Drain, SlowConsumer> {
+        let d = self.drain_once(batch)?;
+        if d.messages > 0 || d.gaps > 0 || d.more {
+            if !self.signal.is_scheduled() {
+                self.signal.schedule();
+            }
+            return Ok(d);
+        }
         self.signal.clear();
+        let d = self.drain_once(batch)?;
+        if d.more {
+            self.signal.schedule();
+        }
+        Ok(d)
+    }
+
+    fn drain_once(&mut self, batch: &mut BatchWriter) -> Result<Drain, SlowConsumer> {
         let mut d = Drain::default();
         let n = self.cursors.len();
         if n == 0 {
@@ -284,10 +307,7 @@ impl Subscriber {
             }
             drain_cursor(&mut self.cursors[idx], batch, conflate, &self.limits, &mut d)?;
         }
-        if d.more || self.batch_full(batch) {
-            d.more = true;
-            self.signal.schedule();
-        }
+        d.more |= self.batch_full(batch);
         Ok(d)
     }
 
@@ -413,7 +433,10 @@ mod tests {
         let (d, ev) = drain_json(&mut s);
         assert_eq!(seqs(&ev), [("snapshot".into(), 2)]);
         assert_eq!(d.messages, 1);
-        assert!(!s.signal().is_scheduled());
+        assert!(s.signal().is_scheduled(), "a drain that found work asks for another look");
+        let (d, ev) = drain_json(&mut s);
+        assert_eq!((d.messages, ev.len()), (0, 0));
+        assert!(!s.signal().is_scheduled(), "an empty drain clears the flag");
         w.publish_tick(&tick(3), 0).unwrap();
         w.publish_tick(&tick(4), 0).unwrap();
         assert!(s.signal().is_scheduled(), "publish wakes the subscriber");

@@ -32,29 +32,24 @@ impl Price {
 
     /// Appends the shortest exact decimal form (`187.23`, `100`, `-0.5`) to `out`.
     pub fn write_decimal(self, out: &mut Vec<u8>) {
-        let v = self.0 as i128;
-        if v < 0 {
+        if self.0 < 0 {
             out.push(b'-');
         }
-        let abs = v.unsigned_abs();
-        let whole = (abs / PRICE_SCALE as u128) as u64;
-        let mut frac = (abs % PRICE_SCALE as u128) as u64;
+        // u64 arithmetic (no i128): divisions by a constant compile to multiplications.
+        let abs = self.0.unsigned_abs();
+        let whole = abs / PRICE_SCALE as u64;
+        let frac = abs % PRICE_SCALE as u64;
         out.extend_from_slice(itoa::Buffer::new().format(whole).as_bytes());
         if frac != 0 {
-            let mut digits = 9;
-            while frac % 10 == 0 {
-                frac /= 10;
-                digits -= 1;
+            // 1_000_000_000 + frac prints as "1" followed by exactly nine digits: the fraction, zero-padded.
+            let mut ib = itoa::Buffer::new();
+            let padded = ib.format(PRICE_SCALE as u64 + frac).as_bytes();
+            let mut digits = &padded[1..];
+            while let [rest @ .., b'0'] = digits {
+                digits = rest;
             }
             out.push(b'.');
-            let mut buf = [b'0'; 9];
-            let mut i = digits;
-            while i > 0 {
-                i -= 1;
-                buf[i] = b'0' + (frac % 10) as u8;
-                frac /= 10;
-            }
-            out.extend_from_slice(&buf[..digits]);
+            out.extend_from_slice(digits);
         }
     }
 }

@@ -4,7 +4,7 @@
 //! topic creation take. Publishing ([`TopicWriter`]) takes no lock: it writes the ring, then notifies a cached copy
 //! of the subscriber list, refreshed only when the list's version changed.
 
-use crate::codec::{Kind, encode_tick_bin, encode_tick_json};
+use crate::codec::{Kind, TickEncoder};
 use crate::fanout::Signal;
 use crate::ring::{Ring, RingConfig, fits};
 use crate::sync::{Arc, AtomicU64, Mutex, Ordering, fence};
@@ -169,6 +169,7 @@ impl Engine {
             topic,
             cached_subs: Vec::new(),
             cached_version: 0,
+            encoder: TickEncoder::new(name, epoch),
             json: Vec::with_capacity(256),
             bin: Vec::with_capacity(128),
         })
@@ -315,6 +316,7 @@ pub struct TopicWriter {
     topic: Arc<Topic>,
     cached_subs: Vec<Arc<Signal>>,
     cached_version: u64,
+    encoder: TickEncoder,
     json: Vec<u8>,
     bin: Vec<u8>,
 }
@@ -354,8 +356,8 @@ impl TopicWriter {
     fn publish_tick_inner(&mut self, pos: Position, tick: &Tick, ts: i64) -> Result<(), PublishError> {
         self.json.clear();
         self.bin.clear();
-        encode_tick_json(&mut self.json, &self.topic.name, pos.epoch, pos.seq, ts, tick);
-        encode_tick_bin(&mut self.bin, &self.topic.name, pos.epoch, pos.seq, ts, tick);
+        self.encoder.encode_json(&mut self.json, pos.seq, ts, tick);
+        self.encoder.encode_bin(&mut self.bin, pos.seq, ts, tick);
         if !fits(self.topic.ring.slot_bytes(), self.json.len(), self.bin.len()) {
             return Err(PublishError::TooLarge);
         }

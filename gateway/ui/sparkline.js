@@ -2,20 +2,28 @@
 // soft fill, green when the window trends up, red when down.
 
 export const SPARK_POINTS = 60;
+// One point per bucket (the last price in it), so 60 points show the last 30 s whatever the tick rate.
+export const SPARK_BUCKET_MS = 500;
 
 export class Sparkline {
   constructor(canvas, points = SPARK_POINTS) {
     this.canvas = canvas;
     this.points = points;
     this.values = [];
+    this.bucketStart = -Infinity;
     this.ctx = canvas.getContext('2d');
     this.w = 0;
     this.h = 0;
     this.dpr = 0;
   }
 
-  push(v) {
+  push(v, nowMs = performance.now()) {
     if (!Number.isFinite(v)) return;
+    if (this.values.length > 0 && nowMs - this.bucketStart < SPARK_BUCKET_MS) {
+      this.values[this.values.length - 1] = v;
+      return;
+    }
+    this.bucketStart = nowMs;
     this.values.push(v);
     if (this.values.length > this.points) this.values.splice(0, this.values.length - this.points);
   }
