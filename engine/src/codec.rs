@@ -547,6 +547,14 @@ mod tests {
         assert_eq!(recs[3], BinRecord::Error { id: 4, code: "unknown_op".into(), message: "no such op".into() });
     }
 
+    proptest::proptest! {
+        /// The reference decoder never panics, whatever the bytes.
+        #[test]
+        fn codec_decoder_survives_arbitrary_bytes(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
+            let _ = decode_bin_batch(&bytes);
+        }
+    }
+
     #[test]
     fn codec_decoder_rejects_truncation_without_panic() {
         let mut body = Vec::new();

@@ -386,6 +386,31 @@ mod tests {
         assert_eq!(h.s.subscriber().n_topics(), 0);
     }
 
+    use proptest::strategy::Strategy;
+
+    proptest::proptest! {
+        /// Any bytes from a client (chunked into frames any way) get answers or errors, never a panic, and every
+        /// frame the session produces is a valid JSON array.
+        #[test]
+        fn session_survives_arbitrary_frames(frames in proptest::collection::vec(
+            proptest::prop_oneof![
+                proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+                proptest::string::string_regex(r#"\{"op":"(subscribe|unsubscribe|ping|x)","id":[0-9]{1,3},"topics":\["ticks\.(AAPL|Z)"\](,"since":\{"ticks\.AAPL":\{"epoch":[0-9],"seq":[0-9]\}\})?\}"#)
+                    .unwrap()
+                    .prop_map(String::into_bytes),
+            ],
+            1..20,
+        )) {
+            let (e, _w) = setup();
+            let mut h = Harness::new(&e, SessionConfig::default());
+            for f in frames {
+                let f: Vec<u8> = f;
+                h.s.handle_frame(&f, h.now);
+                h.recv();
+            }
+        }
+    }
+
     #[test]
     fn session_resume_with_since_and_unsubscribe() {
         let (e, mut w) = setup();

@@ -123,8 +123,20 @@ async fn serve_socket(mut socket: WebSocket, state: &AppState, encoding: Encodin
     }
 }
 
+/// Sends the close frame, then waits briefly for the client's answering close (the WebSocket closing handshake),
+/// so the client reads our code and reason before the socket goes away.
 async fn close(mut socket: WebSocket, reason: &CloseReason, write_timeout: std::time::Duration) {
     let frame = CloseFrame { code: reason.code(), reason: Utf8Bytes::from(reason.reason()) };
-    let _ =
-        timeout(write_timeout.min(std::time::Duration::from_secs(1)), socket.send(Message::Close(Some(frame)))).await;
+    let patience = write_timeout.min(std::time::Duration::from_secs(1));
+    if timeout(patience, socket.send(Message::Close(Some(frame)))).await.is_err() {
+        return;
+    }
+    let _ = timeout(patience, async {
+        while let Some(Ok(msg)) = socket.recv().await {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }

@@ -99,3 +99,20 @@ fn e2e_bad_flags_and_missing_replay_file_exit_nonzero_with_a_message() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("power of two"));
 }
+
+#[tokio::test]
+async fn e2e_silent_client_is_closed_with_4000_after_idle_timeout() {
+    let server = Server::start(&["--ping-interval", "200ms", "--idle-timeout", "700ms"]);
+    let mut ws = connect(&server, None).await;
+    // Read nothing (so no pong goes back) for longer than the idle timeout.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(3), ws.next()).await.expect("close within 3 s") {
+            Some(Ok(Message::Close(Some(f)))) => break f,
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(u16::from(close.code), 4000);
+    assert_eq!(close.reason.as_str(), "idle timeout");
+}
