@@ -119,7 +119,8 @@ pub async fn next_batch(ws: &mut Ws, secs: u64) -> Vec<Value> {
     }
 }
 
-/// Collects events until `pred` holds for one of them (inclusive); panics after `secs`.
+/// Collects events until `pred` holds for one of them (inclusive); panics after `secs`. Events after the match
+/// in the same batch are dropped.
 pub async fn events_until(ws: &mut Ws, secs: u64, mut pred: impl FnMut(&Value) -> bool) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut out = Vec::new();
