@@ -13,7 +13,7 @@ use std::time::Duration;
 ///
 /// Without a subcommand, runs `serve`.
 #[derive(Debug, Parser)]
-#[command(name = "marquee", version, about, long_about = None)]
+#[command(name = "marquee", version, args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
