@@ -255,6 +255,74 @@ pub fn decode_bin_batch(mut buf: &[u8]) -> Option<Vec<BinRecord>> {
     Some(out)
 }
 
+/// One record of a binary batch, borrowed and undecoded: what a client on the hot path reads without allocating.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawRecord<'a> {
+    /// [`record`] type.
+    pub record_type: u8,
+    /// Event kind (1 = tick) for events and snapshots.
+    pub kind: u8,
+    /// Flags (bit 0: `recovered`).
+    pub flags: u8,
+    /// The body after the 8-byte header.
+    pub body: &'a [u8],
+}
+
+impl RawRecord<'_> {
+    /// `(epoch, seq, ts)` of an event or snapshot (the first three fields of every event body).
+    pub fn position(&self) -> Option<(u64, u64, i64)> {
+        if !matches!(self.record_type, record::EVENT | record::SNAPSHOT) {
+            return None;
+        }
+        let f = |i: usize| Some(u64::from_le_bytes(self.body.get(i * 8..i * 8 + 8)?.try_into().ok()?));
+        Some((f(0)?, f(1)?, f(2)? as i64))
+    }
+
+    /// For a `gap` record: `(from, to)`.
+    pub fn gap(&self) -> Option<(u64, u64)> {
+        if self.record_type != record::GAP {
+            return None;
+        }
+        let f = |i: usize| Some(u64::from_le_bytes(self.body.get(i * 8..i * 8 + 8)?.try_into().ok()?));
+        Some((f(0)?, f(1)?))
+    }
+}
+
+/// Iterates over the records of a binary batch without decoding bodies; yields `Err(())` once and stops at
+/// malformed framing.
+#[derive(Clone, Debug)]
+pub struct RawRecords<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> RawRecords<'a> {
+    /// Records of `buf`.
+    pub fn new(buf: &'a [u8]) -> RawRecords<'a> {
+        RawRecords { buf }
+    }
+}
+
+impl<'a> Iterator for RawRecords<'a> {
+    type Item = Result<RawRecord<'a>, ()>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.buf.is_empty() {
+            return None;
+        }
+        let rec = (|| {
+            let len = u32::from_le_bytes(self.buf.get(..4)?.try_into().ok()?) as usize;
+            let rec = self.buf.get(4..4 + len)?;
+            let head = rec.get(..4)?;
+            self.buf = &self.buf[4 + len..];
+            Some(RawRecord { record_type: head[0], kind: head[1], flags: head[2], body: &rec[4..] })
+        })();
+        if rec.is_none() {
+            self.buf = &[];
+        }
+        Some(rec.ok_or(()))
+    }
+}
+
 /// Appends `s` JSON-escaped (without quotes).
 pub fn push_json_str(out: &mut Vec<u8>, s: &str) {
     for &b in s.as_bytes() {
@@ -553,6 +621,24 @@ mod tests {
         fn codec_decoder_survives_arbitrary_bytes(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
             let _ = decode_bin_batch(&bytes);
         }
+    }
+
+    #[test]
+    fn codec_raw_records_match_the_full_decoder() {
+        let mut body = Vec::new();
+        encode_tick_bin(&mut body, "ticks.AAPL", 7, 42, -5, &tick());
+        let mut w = BatchWriter::new(Encoding::Binary);
+        w.push_ack(9);
+        w.push_stored(Kind::Tick, None, &[], &body);
+        w.push_gap("ticks.AAPL", 43, 50);
+        let frame = w.finish().unwrap().to_vec();
+        let raw: Vec<RawRecord> = RawRecords::new(&frame).map(Result::unwrap).collect();
+        assert_eq!(raw.len(), 3);
+        assert_eq!((raw[0].record_type, raw[0].position()), (record::ACK, None));
+        assert_eq!((raw[1].record_type, raw[1].kind, raw[1].position()), (record::EVENT, 1, Some((7, 42, -5))));
+        assert_eq!(raw[2].gap(), Some((43, 50)));
+        let cut: Vec<_> = RawRecords::new(&frame[..frame.len() - 1]).collect();
+        assert_eq!(cut.last(), Some(&Err(())));
     }
 
     #[test]

@@ -51,7 +51,7 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
     let deliveries = Metrics::get(&m.deliveries);
     let batches = Metrics::get(&m.batches);
     let mean_batch = if batches == 0 { 0.0 } else { deliveries as f64 / batches as f64 };
-    let rows: [(&str, &str, &str, f64); 11] = [
+    let rows: [(&str, &str, &str, f64); 13] = [
         ("marquee_connections", "gauge", "Open WebSocket connections.", s.connections.load(Ordering::Relaxed) as f64),
         ("marquee_max_connections", "gauge", "Connections the server accepts.", s.max_connections as f64),
         (
@@ -92,6 +92,18 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
             "counter",
             "Payload bytes written to WebSocket clients.",
             Metrics::get(&m.bytes_out) as f64,
+        ),
+        (
+            "process_cpu_seconds_total",
+            "counter",
+            "User and system CPU time of the server process.",
+            crate::procstat::cpu_seconds(),
+        ),
+        (
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory of the server process.",
+            crate::procstat::resident_bytes() as f64,
         ),
     ];
     let mut out = String::with_capacity(2048);

@@ -6,6 +6,7 @@
 pub mod config;
 pub mod feed;
 pub mod http;
+pub mod procstat;
 pub mod server;
 pub mod ui;
 pub mod ws;

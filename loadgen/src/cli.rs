@@ -1,0 +1,190 @@
+//! Flags of every scenario.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Load generator for Marquee: push latency against polling and against NATS, at thousands of subscribers.
+///
+/// Every scenario writes a JSON report and a Markdown summary into `--out` (default `bench-results/`).
+#[derive(Debug, Parser)]
+#[command(name = "loadgen", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Folder for the reports.
+    #[arg(long, global = true, default_value = "bench-results")]
+    pub out: PathBuf,
+    /// Do not draw progress bars (for logs and CI).
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// N WebSocket subscribers, each on a few tick topics: latency of every delivery (receive time minus the tick's
+    /// scheduled publish time `ts`).
+    Fanout(FanoutArgs),
+    /// The polling baseline: N HTTP clients GET /api/quotes/{symbol} for their symbols on every interval.
+    Poll(PollArgs),
+    /// Open and hold N idle WebSocket connections; report the server's memory per connection.
+    Idle(IdleArgs),
+    /// Raw loopback TCP ping-pong (64-byte messages): the one-way latency floor of this machine.
+    TcpBaseline(TcpBaselineArgs),
+    /// The NATS peer: starts nats-server, publishes the same tick workload and measures N async-nats subscribers.
+    Nats(NatsArgs),
+    /// The standard comparison in one run: push (binary), push (JSON), polling at several intervals, and NATS.
+    Suite(SuiteArgs),
+}
+
+/// Wire encoding of the push scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+pub enum Enc {
+    /// JSON text frames.
+    Json,
+    /// The `marquee.bin` binary encoding.
+    Bin,
+}
+
+#[derive(Debug, Clone, Args, serde::Serialize)]
+pub struct FanoutArgs {
+    /// WebSocket URL of the server.
+    #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
+    pub target: String,
+    /// Subscribers (one WebSocket connection each).
+    #[arg(long, default_value_t = 1000)]
+    pub subscribers: usize,
+    /// Tick topics per subscriber (spread evenly over the server's symbols).
+    #[arg(long, default_value_t = 10)]
+    pub topics_per_sub: usize,
+    /// Encoding: `json` or `bin`.
+    #[arg(long, value_enum, default_value = "bin")]
+    pub encoding: Enc,
+    /// Measurement time after every subscriber is connected, e.g. `30s`.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[serde(serialize_with = "report::ser_duration")]
+    pub duration: Duration,
+    /// Connections opened at once while connecting.
+    #[arg(long, default_value_t = 256)]
+    pub connect_concurrency: usize,
+}
+
+#[derive(Debug, Clone, Args, serde::Serialize)]
+pub struct PollArgs {
+    /// HTTP base URL of the server.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub target: String,
+    /// Polling clients (one keep-alive connection each).
+    #[arg(long, default_value_t = 1000)]
+    pub clients: usize,
+    /// Symbols each client polls on every interval.
+    #[arg(long, default_value_t = 10)]
+    pub topics_per_sub: usize,
+    /// Poll interval, e.g. `1s`, `100ms`, `10ms`.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[serde(serialize_with = "report::ser_duration")]
+    pub interval: Duration,
+    /// Measurement time.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[serde(serialize_with = "report::ser_duration")]
+    pub duration: Duration,
+    /// A request that takes longer than this counts as a timeout.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[serde(serialize_with = "report::ser_duration")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Args, serde::Serialize)]
+pub struct IdleArgs {
+    /// WebSocket URL of the server.
+    #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
+    pub target: String,
+    /// Connections to open and hold.
+    #[arg(long, default_value_t = 19000)]
+    pub connections: usize,
+    /// How long to hold them once all are open.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[serde(serialize_with = "report::ser_duration")]
+    pub hold: Duration,
+    /// Connections opened at once.
+    #[arg(long, default_value_t = 256)]
+    pub connect_concurrency: usize,
+}
+
+#[derive(Debug, Clone, Args, serde::Serialize)]
+pub struct TcpBaselineArgs {
+    /// Round trips to time.
+    #[arg(long, default_value_t = 20000)]
+    pub samples: usize,
+}
+
+#[derive(Debug, Clone, Args, serde::Serialize)]
+pub struct NatsArgs {
+    /// Subscribers (one NATS connection each).
+    #[arg(long, default_value_t = 1000)]
+    pub subscribers: usize,
+    /// Subjects (`ticks.<SYMBOL>`) per subscriber.
+    #[arg(long, default_value_t = 10)]
+    pub topics_per_sub: usize,
+    /// Symbols in the workload.
+    #[arg(long, default_value_t = 50)]
+    pub symbols: usize,
+    /// Ticks published per second over all symbols, on a constant schedule.
+    #[arg(long, default_value_t = 2000.0)]
+    pub rate: f64,
+    /// Measurement time.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[serde(serialize_with = "report::ser_duration")]
+    pub duration: Duration,
+    /// The nats-server executable (Debian: `apt-get install -y nats-server`).
+    #[arg(long, default_value = "nats-server")]
+    pub nats_server: PathBuf,
+    /// Connections opened at once while connecting.
+    #[arg(long, default_value_t = 128)]
+    pub connect_concurrency: usize,
+}
+
+#[derive(Debug, Clone, Args, serde::Serialize)]
+pub struct SuiteArgs {
+    /// The marquee server binary to start (build it with `cargo build --release`).
+    #[arg(long, default_value = "target/release/marquee")]
+    pub server_bin: PathBuf,
+    /// Subscribers (push), clients (polling) and subscribers (NATS).
+    #[arg(long, default_value_t = 1000)]
+    pub subscribers: usize,
+    /// Topics per subscriber or polling client.
+    #[arg(long, default_value_t = 10)]
+    pub topics_per_sub: usize,
+    /// Ticks per second over all 50 symbols (the server's synthetic feed, and the NATS publisher).
+    #[arg(long, default_value_t = 2000.0)]
+    pub rate: f64,
+    /// Measurement time of each scenario.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[serde(serialize_with = "report::ser_duration")]
+    pub duration: Duration,
+    /// Polling intervals to compare, comma-separated.
+    #[arg(long, default_value = "1s,100ms,10ms", value_delimiter = ',', value_parser = parse_duration)]
+    #[serde(serialize_with = "report::ser_durations")]
+    pub poll_intervals: Vec<Duration>,
+    /// The nats-server executable; the NATS peer is reported as skipped when it is missing.
+    #[arg(long, default_value = "nats-server")]
+    pub nats_server: PathBuf,
+}
+
+use crate::report;
+
+/// `15s`, `500ms`, `2m`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?} (try 10s or 100ms)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1e3,
+        "us" => n / 1e6,
+        "m" => n * 60.0,
+        _ => return Err(format!("invalid duration unit in {s:?} (use ms, s or m)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
