@@ -5,6 +5,7 @@ use crate::{http, ws};
 use anyhow::Context;
 use axum::Router;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use marquee_engine::{Engine, EngineConfig};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -65,6 +66,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         engine.epoch()
     );
 
+    // No Nagle: a batch is written as soon as it is built (batching already happened in the engine); with Nagle a
+    // small frame waits for the previous one's ACK, which delayed ACK can hold for 40 ms.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY: {e}");
+        }
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         wait_for_signal().await;
         tracing::info!("shutting down: closing connections with 1001");
