@@ -169,6 +169,9 @@ pub struct SuiteArgs {
     /// The nats-server executable; the NATS peer is reported as skipped when it is missing.
     #[arg(long, default_value = "nats-server")]
     pub nats_server: PathBuf,
+    /// Scenarios to run, comma-separated, from: push-bin, push-json, poll, tcp, nats.
+    #[arg(long, default_value = "push-bin,push-json,poll,tcp,nats", value_delimiter = ',')]
+    pub only: Vec<String>,
 }
 
 use crate::report;

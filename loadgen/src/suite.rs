@@ -62,9 +62,17 @@ fn start_server(bin: &Path, rate: f64) -> anyhow::Result<Server> {
 }
 
 pub async fn run(a: &SuiteArgs, ctx: &Context) -> anyhow::Result<()> {
+    const KNOWN: [&str; 5] = ["push-bin", "push-json", "poll", "tcp", "nats"];
+    if let Some(bad) = a.only.iter().find(|s| !KNOWN.contains(&s.as_str())) {
+        bail!("unknown scenario {bad:?} in --only; choose from {}", KNOWN.join(", "));
+    }
+    let wants = |s: &str| a.only.iter().any(|o| o == s);
     let server = start_server(&a.server_bin, a.rate)?;
     let mut results: Vec<ScenarioResult> = Vec::new();
     for enc in [Enc::Bin, Enc::Json] {
+        if !wants(if enc == Enc::Bin { "push-bin" } else { "push-json" }) {
+            continue;
+        }
         let f = FanoutArgs {
             target: format!("ws://{}/ws", server.addr),
             subscribers: a.subscribers,
@@ -76,7 +84,7 @@ pub async fn run(a: &SuiteArgs, ctx: &Context) -> anyhow::Result<()> {
         eprintln!("suite: push {enc:?}, {} subscribers", a.subscribers);
         results.push(crate::fanout::run(&f, ctx).await?);
     }
-    for &interval in &a.poll_intervals {
+    for &interval in a.poll_intervals.iter().filter(|_| wants("poll")) {
         let p = PollArgs {
             target: format!("http://{}", server.addr),
             clients: a.subscribers,
@@ -89,7 +97,9 @@ pub async fn run(a: &SuiteArgs, ctx: &Context) -> anyhow::Result<()> {
         results.push(crate::poll::run(&p, ctx).await?);
     }
     drop(server);
-    results.push(crate::tcp_baseline::run(&TcpBaselineArgs { samples: 20_000 })?);
+    if wants("tcp") {
+        results.push(crate::tcp_baseline::run(&TcpBaselineArgs { samples: 20_000 })?);
+    }
     let n = NatsArgs {
         subscribers: a.subscribers,
         topics_per_sub: a.topics_per_sub,
@@ -99,14 +109,16 @@ pub async fn run(a: &SuiteArgs, ctx: &Context) -> anyhow::Result<()> {
         nats_server: a.nats_server.clone(),
         connect_concurrency: 128,
     };
-    eprintln!("suite: NATS peer, {} subscribers", a.subscribers);
-    match crate::nats::run(&n, ctx).await {
-        Ok(r) => results.push(r),
-        Err(e) => results.push(ScenarioResult {
-            name: "nats".into(),
-            notes: vec![format!("not run: {e:#}")],
-            ..ScenarioResult::default()
-        }),
+    if wants("nats") {
+        eprintln!("suite: NATS peer, {} subscribers", a.subscribers);
+        match crate::nats::run(&n, ctx).await {
+            Ok(r) => results.push(r),
+            Err(e) => results.push(ScenarioResult {
+                name: "nats".into(),
+                notes: vec![format!("not run: {e:#}")],
+                ..ScenarioResult::default()
+            }),
+        }
     }
     crate::report::write(ctx, "suite", &results)?;
     Ok(())
