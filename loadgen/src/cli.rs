@@ -67,6 +67,18 @@ pub struct FanoutArgs {
     /// Connections opened at once while connecting.
     #[arg(long, default_value_t = 256)]
     pub connect_concurrency: usize,
+    /// Subscribers per loadgen process; more are spread over worker processes. 0 = what the open-files limit allows.
+    #[arg(long, default_value_t = 0)]
+    pub per_process: usize,
+    /// Internal: run as a worker process for subscribers `START:END` of `--subscribers`.
+    #[arg(long, hide = true, value_parser = parse_range)]
+    #[serde(skip)]
+    pub worker_range: Option<std::ops::Range<usize>>,
+}
+
+fn parse_range(s: &str) -> Result<std::ops::Range<usize>, String> {
+    let (a, b) = s.split_once(':').ok_or("expected START:END")?;
+    Ok(a.parse().map_err(|_| "bad START")?..b.parse().map_err(|_| "bad END")?)
 }
 
 #[derive(Debug, Clone, Args, serde::Serialize)]

@@ -270,25 +270,48 @@ pub async fn measure_window(ctx: &Context, window: Duration) {
     pb.finish_and_clear();
 }
 
-pub async fn run(a: &FanoutArgs, ctx: &Context) -> anyhow::Result<ScenarioResult> {
-    let addr = http1::addr_of(&a.target)?;
-    if a.subscribers as u64 + 64 > ctx.fd_limit {
-        bail!(
-            "{} connections need more open files than this process may hold ({}); run several loadgen processes \
-             with fewer --subscribers each",
-            a.subscribers,
-            ctx.fd_limit
-        );
-    }
-    let syms = symbols(addr).await?;
+/// Connections kept back from a process's open-files budget.
+const FD_RESERVE: u64 = 200;
+
+/// One process's share of the subscribers, connected and subscribed.
+struct Part {
+    shared: Arc<Shared>,
+    tasks: tokio::task::JoinSet<()>,
+    stop: tokio::sync::watch::Sender<bool>,
+    connected: usize,
+    failed: usize,
+    first_err: Option<String>,
+    connect_s: f64,
+}
+
+/// What one process measured in the window; a worker prints it as JSON for the parent to merge.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct PartResult {
+    /// `(value µs, count)` of every recorded histogram bucket.
+    pub hist: Vec<(u64, u64)>,
+    pub connected: usize,
+    pub failed: usize,
+    pub first_err: Option<String>,
+    pub connect_s: f64,
+    pub deliveries: u64,
+    pub gaps: u64,
+    pub missed: u64,
+    pub disconnects: u64,
+    pub errors: u64,
+    pub bytes: u64,
+    pub cpu_s: f64,
+}
+
+async fn connect_part(a: &FanoutArgs, range: std::ops::Range<usize>, syms: &[String], ctx: &Context) -> Part {
+    let addr = http1::addr_of(&a.target).expect("checked by the caller");
     let shared = Shared::new();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let sem = Arc::new(tokio::sync::Semaphore::new(a.connect_concurrency.max(1)));
-    let pb = progress(ctx, a.subscribers as u64, "connecting");
+    let pb = progress(ctx, range.len() as u64, "connecting");
     let t_connect = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     let mut connect = tokio::task::JoinSet::new();
-    for i in 0..a.subscribers {
+    for i in range.clone() {
         let (url, sem, enc, n) = (a.target.clone(), sem.clone(), a.encoding, a.subscribers);
         connect.spawn(async move {
             let _permit = sem.acquire_owned().await;
@@ -296,13 +319,12 @@ pub async fn run(a: &FanoutArgs, ctx: &Context) -> anyhow::Result<ScenarioResult
             (i, r)
         });
     }
-    let mut failed = 0usize;
-    let mut first_err = None;
+    let (mut failed, mut first_err) = (0usize, None);
     while let Some(r) = connect.join_next().await {
         pb.inc(1);
         match r {
             Ok((i, Ok(Ok(ws)))) => {
-                tasks.spawn(client(ws, topics_of(i, a.topics_per_sub, &syms), shared.clone(), stop_rx.clone()));
+                tasks.spawn(client(ws, topics_of(i, a.topics_per_sub, syms), shared.clone(), stop_rx.clone()));
             }
             Ok((_, Ok(Err(e)))) => {
                 failed += 1;
@@ -315,49 +337,118 @@ pub async fn run(a: &FanoutArgs, ctx: &Context) -> anyhow::Result<ScenarioResult
         }
     }
     pb.finish_and_clear();
-    let connected = a.subscribers - failed;
-    if connected == 0 {
-        bail!("no connection succeeded: {}", first_err.unwrap_or_default());
-    }
+    let connected = range.len() - failed;
     // Wait for every subscribe to be acknowledged (bounded).
     let deadline = Instant::now() + Duration::from_secs(30);
     let settled = |s: &Shared| s.ready.load(Ordering::Relaxed) + (s.disconnects.load(Ordering::Relaxed) as usize);
     while settled(&shared) < connected && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let connect_s = t_connect.elapsed().as_secs_f64();
-    let m0 = metrics::scrape(addr).await?;
-    let cpu0 = own_cpu_seconds();
-    let t0 = Instant::now();
-    shared.measuring.store(true, Ordering::Relaxed);
-    measure_window(ctx, a.duration).await;
-    shared.measuring.store(false, Ordering::Relaxed);
-    let window_s = t0.elapsed().as_secs_f64();
-    let cpu1 = own_cpu_seconds();
-    let m1 = metrics::scrape(addr).await;
-    let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(10), async { while tasks.join_next().await.is_some() {} }).await;
+    Part { shared, tasks, stop, connected, failed, first_err, connect_s: t_connect.elapsed().as_secs_f64() }
+}
 
-    let hist = shared.hist.lock().unwrap_or_else(|e| e.into_inner()).clone();
+async fn measure_part(mut part: Part, a: &FanoutArgs, ctx: &Context) -> PartResult {
+    let cpu0 = own_cpu_seconds();
+    part.shared.measuring.store(true, Ordering::Relaxed);
+    measure_window(ctx, a.duration).await;
+    part.shared.measuring.store(false, Ordering::Relaxed);
+    let cpu_s = own_cpu_seconds() - cpu0;
+    let _ = part.stop.send(true);
+    let _ =
+        tokio::time::timeout(Duration::from_secs(10), async { while part.tasks.join_next().await.is_some() {} }).await;
+    let sh = &part.shared;
+    let hist = sh.hist.lock().unwrap_or_else(|e| e.into_inner());
+    PartResult {
+        hist: hist.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())).collect(),
+        connected: part.connected,
+        failed: part.failed,
+        first_err: part.first_err.clone(),
+        connect_s: part.connect_s,
+        deliveries: sh.deliveries.load(Ordering::Relaxed),
+        gaps: sh.gaps.load(Ordering::Relaxed),
+        missed: sh.missed.load(Ordering::Relaxed),
+        disconnects: sh.disconnects.load(Ordering::Relaxed),
+        errors: sh.errors.load(Ordering::Relaxed) + part.failed as u64,
+        bytes: sh.bytes.load(Ordering::Relaxed),
+        cpu_s,
+    }
+}
+
+/// Hidden worker mode: connect `range`, print `READY`, wait for a line on stdin, measure, print the result.
+pub async fn run_worker(a: &FanoutArgs, range: std::ops::Range<usize>, ctx: &Context) -> anyhow::Result<()> {
+    use tokio::io::AsyncBufReadExt;
+    let syms = symbols(http1::addr_of(&a.target)?).await?;
+    let part = connect_part(a, range, &syms, ctx).await;
+    println!("READY");
+    let mut line = String::new();
+    tokio::io::BufReader::new(tokio::io::stdin()).read_line(&mut line).await?;
+    let r = measure_part(part, a, ctx).await;
+    println!("RESULT {}", serde_json::to_string(&r)?);
+    Ok(())
+}
+
+pub async fn run(a: &FanoutArgs, ctx: &Context) -> anyhow::Result<ScenarioResult> {
+    let addr = http1::addr_of(&a.target)?;
+    let syms = symbols(addr).await?;
+    let per_process = match a.per_process {
+        0 => ctx.fd_limit.saturating_sub(FD_RESERVE).max(1) as usize,
+        n => n,
+    };
+    let (parts, m0, window_s, m1) = if a.subscribers <= per_process {
+        let part = connect_part(a, 0..a.subscribers, &syms, ctx).await;
+        if part.connected == 0 {
+            bail!("no connection succeeded: {}", part.first_err.unwrap_or_default());
+        }
+        let m0 = metrics::scrape(addr).await?;
+        let t0 = Instant::now();
+        let r = measure_part(part, a, ctx).await;
+        let window_s = t0.elapsed().as_secs_f64().min(a.duration.as_secs_f64() + 0.5);
+        (vec![r], m0, window_s, metrics::scrape(addr).await)
+    } else {
+        run_processes(a, addr, per_process).await?
+    };
+    let mut hist = new_histogram();
+    let mut m = PartResult::default();
+    for p in &parts {
+        for &(v, c) in &p.hist {
+            hist.saturating_record_n(v.max(1), c);
+        }
+        m.connected += p.connected;
+        m.failed += p.failed;
+        m.connect_s = m.connect_s.max(p.connect_s);
+        m.deliveries += p.deliveries;
+        m.gaps += p.gaps;
+        m.missed += p.missed;
+        m.disconnects += p.disconnects;
+        m.errors += p.errors;
+        m.bytes += p.bytes;
+        m.cpu_s += p.cpu_s;
+        if m.first_err.is_none() {
+            m.first_err.clone_from(&p.first_err);
+        }
+    }
     let mut r = ScenarioResult {
         name: format!("push-{}", if a.encoding == Enc::Bin { "bin" } else { "json" }),
         params: serde_json::to_value(a)?,
-        clients: connected,
-        connect_s,
+        clients: m.connected,
+        connect_s: m.connect_s,
         window_s,
-        deliveries: shared.deliveries.load(Ordering::Relaxed),
+        deliveries: m.deliveries,
+        deliveries_per_s: m.deliveries as f64 / window_s,
         latency_us: Latency::from_histogram(&hist),
-        gaps: shared.gaps.load(Ordering::Relaxed),
-        missed_updates: shared.missed.load(Ordering::Relaxed),
-        disconnects: shared.disconnects.load(Ordering::Relaxed),
-        errors: shared.errors.load(Ordering::Relaxed) + failed as u64,
-        loadgen_cpu_pct: (cpu1 - cpu0) / window_s * 100.0,
+        gaps: m.gaps,
+        missed_updates: m.missed,
+        disconnects: m.disconnects,
+        errors: m.errors,
+        bytes_per_s: m.bytes as f64 / window_s,
+        loadgen_cpu_pct: m.cpu_s / window_s * 100.0,
         ..ScenarioResult::default()
     };
-    r.deliveries_per_s = r.deliveries as f64 / window_s;
-    r.bytes_per_s = shared.bytes.load(Ordering::Relaxed) as f64 / window_s;
-    if let Some(e) = first_err {
-        r.notes.push(format!("{failed} connections failed, first error: {e}"));
+    if parts.len() > 1 {
+        r.notes.push(format!("{} loadgen processes; loadgen CPU % is their sum", parts.len()));
+    }
+    if let Some(e) = m.first_err {
+        r.notes.push(format!("{} connections failed, first error: {e}", m.failed));
     }
     match m1 {
         Ok(m1) => r.server = m0.until(&m1),
@@ -370,6 +461,56 @@ pub async fn run(a: &FanoutArgs, ctx: &Context) -> anyhow::Result<ScenarioResult
         r.notes.push(format!("{} connections were closed by the server during the run", r.disconnects));
     }
     Ok(r)
+}
+
+type ProcessRun = (Vec<PartResult>, metrics::Snapshot, f64, anyhow::Result<metrics::Snapshot>);
+
+/// More subscribers than one process may hold: worker processes (this binary, hidden `--worker-range`), each
+/// connecting its share, started together on one signal.
+async fn run_processes(a: &FanoutArgs, addr: SocketAddr, per: usize) -> anyhow::Result<ProcessRun> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let exe = std::env::current_exe()?;
+    let n_proc = a.subscribers.div_ceil(per);
+    let mut children = Vec::with_capacity(n_proc);
+    for k in 0..n_proc {
+        let (lo, hi) = (k * a.subscribers / n_proc, (k + 1) * a.subscribers / n_proc);
+        let mut child = tokio::process::Command::new(&exe)
+            .args(["--no-progress", "fanout", "--target", &a.target])
+            .args(["--subscribers", &a.subscribers.to_string(), "--topics-per-sub", &a.topics_per_sub.to_string()])
+            .args(["--encoding", if a.encoding == Enc::Bin { "bin" } else { "json" }])
+            .args(["--duration", &format!("{}ms", a.duration.as_millis())])
+            .args(["--connect-concurrency", &a.connect_concurrency.to_string()])
+            .args(["--worker-range", &format!("{lo}:{hi}")])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = tokio::io::BufReader::new(child.stdout.take().context("worker stdout")?).lines();
+        let stdin = child.stdin.take().context("worker stdin")?;
+        children.push((child, stdout, stdin));
+    }
+    eprintln!("fanout: {} subscribers over {n_proc} loadgen processes", a.subscribers);
+    for (_, out, _) in &mut children {
+        let line =
+            tokio::time::timeout(Duration::from_secs(180), out.next_line()).await.context("worker connect")??;
+        anyhow::ensure!(line.as_deref() == Some("READY"), "a worker failed to connect: {line:?}");
+    }
+    let m0 = metrics::scrape(addr).await?;
+    let t0 = Instant::now();
+    for (_, _, stdin) in &mut children {
+        stdin.write_all(b"GO\n").await?;
+        stdin.flush().await?;
+    }
+    let mut parts = Vec::with_capacity(n_proc);
+    for (_, out, _) in &mut children {
+        let deadline = a.duration + Duration::from_secs(30);
+        let line = tokio::time::timeout(deadline, out.next_line()).await.context("worker result")??.unwrap_or_default();
+        let json = line.strip_prefix("RESULT ").context("a worker ended without a result")?;
+        parts.push(serde_json::from_str(json)?);
+    }
+    let window_s = t0.elapsed().as_secs_f64().min(a.duration.as_secs_f64() + 0.5);
+    let m1 = metrics::scrape(addr).await;
+    Ok((parts, m0, window_s, m1))
 }
 
 #[cfg(test)]

@@ -25,6 +25,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
     let ctx = report::Context::new(&cli, limit);
     match &cli.command {
+        Command::Fanout(a) if a.worker_range.is_some() => {
+            return fanout::run_worker(a, a.worker_range.clone().unwrap_or_default(), &ctx).await;
+        }
         Command::Fanout(a) => {
             let r = fanout::run(a, &ctx).await?;
             report::write(&ctx, "fanout", &[r])?;

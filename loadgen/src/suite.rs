@@ -80,6 +80,8 @@ pub async fn run(a: &SuiteArgs, ctx: &Context) -> anyhow::Result<()> {
             encoding: enc,
             duration: a.duration,
             connect_concurrency: 256,
+            per_process: 0,
+            worker_range: None,
         };
         eprintln!("suite: push {enc:?}, {} subscribers", a.subscribers);
         results.push(crate::fanout::run(&f, ctx).await?);
