@@ -16,7 +16,7 @@ mod sync;
 pub mod tick;
 pub mod topic;
 
-pub use codec::{BatchWriter, Encoding, Kind};
+pub use codec::{BatchWriter, Encoding, EventFieldsError, Kind, check_event_fields, valid_event_type};
 pub use fanout::{Drain, Limits, Signal, SlowConsumer, Start, SubscribeError, Subscriber};
 pub use price::{ParsePriceError, Price};
 pub use ring::RingConfig;

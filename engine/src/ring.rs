@@ -44,6 +44,13 @@ pub struct RingConfig {
     pub slot_bytes: usize,
 }
 
+impl RingConfig {
+    /// The default for reliable topics (`lots.*`, `users.*`): 256 slots of 1 KiB (about 270 KiB per topic).
+    /// Events carry JSON fields, so slots are wider than a tick's; there is one such topic per user and per
+    /// lot, and each sees far fewer messages than a tick topic, so there are fewer of them.
+    pub const RELIABLE: RingConfig = RingConfig { capacity: 256, slot_bytes: 1024 };
+}
+
 impl Default for RingConfig {
     fn default() -> RingConfig {
         RingConfig { capacity: 4096, slot_bytes: 384 }

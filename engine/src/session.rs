@@ -323,7 +323,11 @@ mod tests {
     }
 
     fn setup() -> (Arc<Engine>, crate::TopicWriter) {
-        let e = Engine::new(EngineConfig { epoch: 3, ring: RingConfig { capacity: 64, slot_bytes: 256 } });
+        let e = Engine::new(EngineConfig {
+            epoch: 3,
+            ring: RingConfig { capacity: 64, slot_bytes: 256 },
+            ..Default::default()
+        });
         let mut w = e.create_topic("ticks.AAPL").unwrap();
         w.publish_tick(&Tick { price: Price(1), size: 1, ..Default::default() }, 0).unwrap();
         (e, w)

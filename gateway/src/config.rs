@@ -44,6 +44,10 @@ pub struct ServeArgs {
     /// Messages kept per topic for resume (a power of two).
     #[arg(long, env = "MARQUEE_RING_CAPACITY", default_value_t = 4096)]
     pub ring_capacity: usize,
+    /// Messages kept per reliable topic (`lots.*`, `users.*`) for resume (a power of two). A connection that
+    /// falls further behind on such a topic is closed with 4008.
+    #[arg(long, env = "MARQUEE_RELIABLE_RING_CAPACITY", default_value_t = 256)]
+    pub reliable_ring_capacity: usize,
     /// Most WebSocket connections held at once; 0 = as many as the open-files limit allows.
     #[arg(long, env = "MARQUEE_MAX_CONNECTIONS", default_value_t = 0)]
     pub max_connections: usize,
@@ -109,6 +113,7 @@ pub struct Config {
     pub listen: SocketAddr,
     pub source: Source,
     pub ring: RingConfig,
+    pub reliable_ring: RingConfig,
     pub session: SessionConfig,
     /// 0 = derive from the open-files limit at start.
     pub max_connections: usize,
@@ -141,6 +146,9 @@ impl Config {
         if !serve.ring_capacity.is_power_of_two() || serve.ring_capacity < 2 {
             bail!("--ring-capacity must be a power of two >= 2, got {}", serve.ring_capacity);
         }
+        if !serve.reliable_ring_capacity.is_power_of_two() || serve.reliable_ring_capacity < 2 {
+            bail!("--reliable-ring-capacity must be a power of two >= 2, got {}", serve.reliable_ring_capacity);
+        }
         if !(serve.tick_rate > 0.0 && serve.tick_rate <= 10_000_000.0) {
             bail!("--tick-rate must be in (0, 10000000], got {}", serve.tick_rate);
         }
@@ -163,6 +171,7 @@ impl Config {
             listen: serve.listen,
             source,
             ring: RingConfig { capacity: serve.ring_capacity, ..RingConfig::default() },
+            reliable_ring: RingConfig { capacity: serve.reliable_ring_capacity, ..RingConfig::RELIABLE },
             session: SessionConfig { limits, max_errors: serve.max_errors, ..SessionConfig::default() },
             max_connections: serve.max_connections,
             ping_interval: serve.ping_interval,

@@ -35,7 +35,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         0 => fd_limit.saturating_sub(RESERVED_FDS).max(1) as usize,
         n => n,
     };
-    let engine = Engine::new(EngineConfig { epoch: 0, ring: config.ring });
+    let engine = Engine::new(EngineConfig { epoch: 0, ring: config.ring, reliable_ring: config.reliable_ring });
     let stop = Arc::new(AtomicBool::new(false));
     let feed = crate::feed::start(&engine, &config.source, stop.clone())?;
 
