@@ -9,6 +9,7 @@
 
 pub mod codec;
 pub mod fanout;
+pub mod hub;
 pub mod price;
 pub mod ring;
 pub mod session;
@@ -18,6 +19,7 @@ pub mod topic;
 
 pub use codec::{BatchWriter, Encoding, EventFieldsError, Kind, check_event_fields, valid_event_type};
 pub use fanout::{Drain, Limits, Signal, SlowConsumer, Start, SubscribeError, Subscriber};
+pub use hub::{Hub, HubError};
 pub use price::{ParsePriceError, Price};
 pub use ring::RingConfig;
 pub use session::{CloseReason, Session, SessionConfig};
