@@ -22,7 +22,7 @@ pub use fanout::{Drain, Limits, Signal, SlowConsumer, Start, SubscribeError, Sub
 pub use hub::{Hub, HubError};
 pub use price::{ParsePriceError, Price};
 pub use ring::RingConfig;
-pub use session::{CloseReason, Session, SessionConfig};
+pub use session::{AppOp, CloseReason, Identity, PRIVATE_PREFIX, Session, SessionConfig};
 pub use tick::{TICKS_PREFIX, Tick, tick_topic};
 pub use topic::{
     CreateTopicError, Engine, EngineConfig, Position, PublishError, Topic, TopicClass, TopicId, TopicWriter,

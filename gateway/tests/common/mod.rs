@@ -6,7 +6,9 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -17,19 +19,43 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// A running server; killed on drop.
+/// A running server; killed on drop (its data directory is removed then, unless it was given one).
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
     pub log: mpsc::Receiver<String>,
+    own_data_dir: Option<PathBuf>,
+}
+
+/// The secret e2e servers sign tokens with.
+pub const TEST_SECRET: &str = "e2e-test-secret-0123456789";
+
+/// A fresh, empty directory under the system temp dir.
+pub fn temp_data_dir(name: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("marquee-e2e-{name}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
 }
 
 impl Server {
-    /// Starts `marquee <args> --listen 127.0.0.1:0` and waits for its "listening on" line.
+    /// Starts `marquee <args> --listen 127.0.0.1:0` with a fresh data directory and waits for its "listening
+    /// on" line.
     pub fn start(args: &[&str]) -> Server {
+        let dir = temp_data_dir("server");
+        let mut s = Server::start_in(&dir, args);
+        s.own_data_dir = Some(dir);
+        s
+    }
+
+    /// Starts the server on an existing data directory (kept on drop).
+    pub fn start_in(data_dir: &Path, args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_marquee"))
             .args(args)
-            .args(["--listen", "127.0.0.1:0", "--log", "info"])
+            .args(["--listen", "127.0.0.1:0", "--log", "info", "--auth-secret", TEST_SECRET])
+            .arg("--data-dir")
+            .arg(data_dir)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -58,7 +84,7 @@ impl Server {
                 }
             }
         };
-        Server { child, addr, log: rx }
+        Server { child, addr, log: rx, own_data_dir: None }
     }
 
     pub fn ws_url(&self) -> String {
@@ -70,6 +96,9 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(d) = &self.own_data_dir {
+            let _ = std::fs::remove_dir_all(d);
+        }
     }
 }
 
