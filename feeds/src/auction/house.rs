@@ -837,28 +837,35 @@ impl LotWorker {
         if let Err(err) = self.journal.commit() {
             return self.fail(&err);
         }
+        // Apply everything, then push: whoever sees `lot_closed` finds the replacement already listed.
+        let mut closed = Vec::with_capacity(due.len());
         for &id in due {
             let Some(lot) = self.lots.get_mut(&id) else { continue };
-            let closed = lot.close(now);
-            let view = self.shared.update_view(lot, now);
-            let lot_id = id.to_string();
-            let fields = serde_json::json!({
-                "lot": lot_id, "title": view.title, "state": closed.state.as_str(), "winner": closed.winner,
-                "price": closed.price.map(format_amount), "bids": view.bids,
-            });
-            self.shared.push(&format!("lots.{lot_id}"), "lot_closed", &fields);
-            if let (Some(w), Some(p)) = (&closed.winner, closed.price) {
-                let fields = serde_json::json!({ "lot": lot_id, "title": view.title, "price": format_amount(p) });
-                self.shared.push(&format!("users.{w}"), "won", &fields);
-            }
+            let outcome = lot.close(now);
+            closed.push((id, outcome, self.shared.update_view(lot, now)));
         }
+        let mut opened = Vec::with_capacity(new_specs.len());
         for spec in new_specs {
             let id = spec.id;
             self.apply_lot(spec);
             if let Some(lot) = self.lots.get(&id) {
-                let view = self.shared.update_view(lot, now);
-                self.shared.push(&format!("lots.{id}"), "lot_update", &view_json(&view));
+                opened.push((id, self.shared.update_view(lot, now)));
             }
+        }
+        for (id, outcome, view) in closed {
+            let lot_id = id.to_string();
+            let fields = serde_json::json!({
+                "lot": lot_id, "title": view.title, "state": outcome.state.as_str(), "winner": outcome.winner,
+                "price": outcome.price.map(format_amount), "bids": view.bids,
+            });
+            self.shared.push(&format!("lots.{lot_id}"), "lot_closed", &fields);
+            if let (Some(w), Some(p)) = (&outcome.winner, outcome.price) {
+                let fields = serde_json::json!({ "lot": lot_id, "title": view.title, "price": format_amount(p) });
+                self.shared.push(&format!("users.{w}"), "won", &fields);
+            }
+        }
+        for (id, view) in opened {
+            self.shared.push(&format!("lots.{id}"), "lot_update", &view_json(&view));
         }
     }
 
