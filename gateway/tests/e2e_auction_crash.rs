@@ -73,7 +73,13 @@ async fn e2e_auction_sigkill_mid_stream_loses_no_acknowledged_bid() {
         }));
     }
     // Kill once a good number of bids went through, while every bidder is still sending.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
     while n_acked.load(Ordering::Relaxed) < 300 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} bids acknowledged in 120 s",
+            n_acked.load(Ordering::Relaxed)
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     server.child.kill().expect("SIGKILL"); // Child::kill is SIGKILL on Unix
