@@ -236,6 +236,19 @@ fn auction_lot_closes_sells_to_the_leader_and_is_replaced() {
 }
 
 #[test]
+fn auction_refuses_a_data_dir_in_use() {
+    let dir = temp_dir("locked");
+    let r = Running::start(config(&dir));
+    let engine = Engine::new(EngineConfig::default());
+    let err = AuctionHouse::open(config(&dir), Arc::new(Hub::new(engine.clone()))).expect_err("refused");
+    assert!(matches!(err, OpenError::Locked { .. }), "{err}");
+    r.stop();
+    // Released with the house.
+    AuctionHouse::open(config(&dir), Arc::new(Hub::new(engine))).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn auction_refuses_a_data_dir_written_with_another_worker_count() {
     let dir = temp_dir("workers");
     Running::start(AuctionConfig { n_workers: 2, ..config(&dir) }).stop();

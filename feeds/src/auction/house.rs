@@ -269,6 +269,10 @@ pub enum OpenError {
         index: usize,
         error: String,
     },
+    /// Another process (or another house in this one) has the directory open.
+    Locked {
+        path: PathBuf,
+    },
 }
 
 impl fmt::Display for OpenError {
@@ -281,6 +285,7 @@ impl fmt::Display for OpenError {
             OpenError::BadRecord { path, index, error } => {
                 write!(f, "{}: record {index} is unreadable: {error}", path.display())
             }
+            OpenError::Locked { path } => write!(f, "{} is in use by another marquee", path.display()),
         }
     }
 }
@@ -376,6 +381,9 @@ fn tracing_free_log(msg: &str) {
 /// The auction house (see the module docs). Shared by every request handler.
 pub struct AuctionHouse {
     shared: Arc<Shared>,
+    /// `<data-dir>/LOCK`, locked (`flock`) for as long as the house lives: two writers on one journal would
+    /// interleave their records. The kernel drops the lock when the process dies, SIGKILL included.
+    _lock: std::fs::File,
     /// One queue per worker.
     senders: Vec<Sender<(Arc<BidEntry>, Done)>>,
 }
@@ -459,6 +467,18 @@ impl AuctionHouse {
             move |error| OpenError::Io { path, error }
         };
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let lock_path = dir.join("LOCK");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => return Err(OpenError::Locked { path: dir }),
+            Err(e) => return Err(OpenError::Io { path: lock_path, error: e.into() }),
+        }
         for entry in std::fs::read_dir(&dir).map_err(io(&dir))?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if let Some(found) = name
@@ -531,7 +551,7 @@ impl AuctionHouse {
             }
             workers.push(w);
         }
-        Ok((Arc::new(AuctionHouse { shared, senders }), workers))
+        Ok((Arc::new(AuctionHouse { shared, senders, _lock: lock }), workers))
     }
 
     /// Submits a bid. `done` is called exactly once: at once when the bid is refused or is a retry of a key
