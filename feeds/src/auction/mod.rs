@@ -14,10 +14,12 @@
 mod house;
 pub mod journal;
 pub mod lot;
+mod types;
+mod worker;
 
-pub use house::{
-    AuctionConfig, AuctionHouse, BidAck, BidRequest, BidStatus, BidView, LotView, LotWorker, OpenError, SubmitError,
-};
+pub use house::AuctionHouse;
+pub use types::{AuctionConfig, BidAck, BidRequest, BidStatus, BidView, LotView, OpenError, SubmitError};
+pub use worker::LotWorker;
 
 use marquee_engine::{ParsePriceError, Price};
 use std::fmt;
