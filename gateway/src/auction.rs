@@ -1,6 +1,6 @@
 //! The auction and publish HTTP API: login, lots, bids (202 once journaled), bid status, publish. Handlers only
-//! translate HTTP to [`marquee_feeds::auction::AuctionHouse`] and [`marquee_engine::Hub`] calls and errors to stable JSON codes; every
-//! rule lives in `marquee_feeds::auction`.
+//! translate HTTP to [`marquee_feeds::auction::AuctionHouse`] and [`marquee_engine::Hub`] calls, and errors to
+//! stable JSON codes; every rule lives in `marquee_feeds::auction`.
 
 use crate::auth::{Claims, Role, unix_secs, valid_user_name};
 use crate::http::error;
