@@ -154,6 +154,11 @@ fn auction_bid_flow_pushes_and_idempotency() {
     assert!(matches!(r.bid("bob", "k3", lot, &opening), Err(SubmitError::TooLow { .. })));
     assert!(r.house.bid("bob", "k2").is_none() && r.house.bid("bob", "k3").is_none());
     assert_eq!(r.house.lot(lot).unwrap().bids, 2);
+    // Two bids journaled: the retry and the refusals wrote nothing.
+    let stats = r.house.journal_stats();
+    assert_eq!(stats.bids.load(Ordering::Relaxed), 2);
+    let syncs = stats.syncs.load(Ordering::Relaxed);
+    assert!((1..=2).contains(&syncs), "{syncs}");
     r.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -51,10 +51,19 @@ async fn e2e_auction_bid_flow_is_pushed_to_the_right_users() {
     // Bob outbids over the WebSocket: ack with the bid id, then alice hears she was outbid.
     let min = lot(addr, "1").await["min_bid"].as_str().unwrap().to_owned();
     wb.send(json!({"op":"bid","id":7,"lot":"1","amount":min,"key":"bob-1"})).await;
-    let ev = wb.until(10, |e| e["type"] == "ack" && e["id"] == 7).await;
-    let bob_bid = ev.last().unwrap()["bid_id"].as_str().unwrap().to_owned();
-    let ev = wb.until(10, |e| event_type(e) == "bid_result").await;
-    assert_eq!(ev.last().unwrap()["bid_id"], bob_bid.as_str());
+    // The ack (from bob's connection) and the push (from the lot's worker) may come in either order.
+    let (mut acked, mut pushed) = (false, false);
+    let ev = wb
+        .until(10, |e| {
+            acked |= e["type"] == "ack" && e["id"] == 7;
+            pushed |= event_type(e) == "bid_result";
+            acked && pushed
+        })
+        .await;
+    let ack = ev.iter().find(|e| e["type"] == "ack" && e["id"] == 7).unwrap();
+    let bob_bid = ack["bid_id"].as_str().unwrap().to_owned();
+    let result = ev.iter().find(|e| event_type(e) == "bid_result").unwrap();
+    assert_eq!((result["bid_id"].as_str(), result["status"].as_str()), (Some(bob_bid.as_str()), Some("accepted")));
     let ev = wa.until(10, |e| event_type(e) == "outbid").await;
     let outbid = ev.last().unwrap();
     assert_eq!((outbid["leader"].as_str(), outbid["high_bid"].as_str()), (Some("bob"), Some(min.as_str())));
@@ -237,4 +246,44 @@ async fn e2e_auction_lot_closes_and_the_winner_is_told() {
     // The replacement lot.
     let (_, lots) = http(addr, "GET", "/api/lots", None, &[], None).await;
     assert_eq!(lots.as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn e2e_auction_events_in_the_binary_encoding() {
+    use futures_util::StreamExt;
+    use marquee_engine::codec::{BinRecord, decode_bin_batch};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let server = Server::start(&["--tick-rate", "50"]);
+    let addr = server.addr;
+    let alice = login(addr, "alice").await;
+    let mut req = format!("{}?access_token={alice}", server.ws_url()).into_client_request().unwrap();
+    req.headers_mut().insert("Sec-WebSocket-Protocol", "marquee.bin".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    send(&mut ws, json!({"op":"subscribe","id":1,"topics":["users.alice"]})).await;
+    let opening = lot(addr, "1").await["opening"].as_str().unwrap().to_owned();
+    let mut records = Vec::new();
+    let mut bid_sent = false;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let is_result = |r: &BinRecord| matches!(r, BinRecord::Event(e) if e.event_type == "bid_result");
+    let is_ack = |r: &BinRecord| matches!(r, BinRecord::AckWith { id: 2, .. });
+    // The ack (from the connection's op) and the push (from the lot's worker) may come in either order.
+    while !(records.iter().any(is_result) && records.iter().any(is_ack)) {
+        assert!(std::time::Instant::now() < deadline, "no bid_result and ack; got {records:?}");
+        let msg = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next()).await.unwrap().unwrap().unwrap();
+        let Message::Binary(b) = msg else { continue };
+        let batch = decode_bin_batch(&b).expect("a well-formed binary batch");
+        if !bid_sent && batch.contains(&BinRecord::Ack(1)) {
+            send(&mut ws, json!({"op":"bid","id":2,"lot":"1","amount":opening,"key":"bin-1"})).await;
+            bid_sent = true;
+        }
+        records.extend(batch);
+    }
+    let Some(BinRecord::Event(result)) = records.iter().find(|r| is_result(r)) else { unreachable!() };
+    assert_eq!(result.topic, "users.alice");
+    let fields: Value = serde_json::from_str(&result.fields).unwrap();
+    assert_eq!((fields["status"].as_str(), fields["key"].as_str()), (Some("accepted"), Some("bin-1")));
+    let Some(BinRecord::AckWith { fields: ack, .. }) = records.iter().find(|r| is_ack(r)) else { unreachable!() };
+    let ack: Value = serde_json::from_str(ack).unwrap();
+    assert_eq!(ack["bid_id"], fields["bid_id"]);
 }

@@ -113,6 +113,17 @@ pub(super) struct Shared {
     pub(super) index: Vec<IndexShard>,
     /// Set by a worker whose journal failed.
     pub(super) failed: Vec<AtomicBool>,
+    /// Counters for `/metrics` (Relaxed: they order nothing).
+    pub(super) stats: JournalStats,
+}
+
+/// What the journals did since start.
+#[derive(Debug, Default)]
+pub struct JournalStats {
+    /// Bids made durable.
+    pub bids: std::sync::atomic::AtomicU64,
+    /// Group commits (one write and one `fdatasync` each).
+    pub syncs: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -209,6 +220,7 @@ impl AuctionHouse {
             lots: RwLock::default(),
             index: (0..INDEX_SHARDS).map(|_| Mutex::default()).collect(),
             failed: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            stats: JournalStats::default(),
         });
         let now = unix_ms();
         let mut workers = Vec::with_capacity(n);
@@ -334,6 +346,11 @@ impl AuctionHouse {
     pub fn lots(&self) -> Vec<LotView> {
         let lots = self.shared.lots.read().unwrap_or_else(|e| e.into_inner());
         lots.values().map(|l| l.view.lock().unwrap_or_else(|e| e.into_inner()).clone()).collect()
+    }
+
+    /// Journal counters: bids made durable and the syncs that did it (their ratio is the mean group size).
+    pub fn journal_stats(&self) -> &JournalStats {
+        &self.shared.stats
     }
 
     /// One lot.

@@ -17,7 +17,7 @@ pub mod lot;
 mod types;
 mod worker;
 
-pub use house::AuctionHouse;
+pub use house::{AuctionHouse, JournalStats};
 pub use types::{AuctionConfig, BidAck, BidRequest, BidStatus, BidView, LotView, OpenError, SubmitError};
 pub use worker::LotWorker;
 

@@ -220,6 +220,8 @@ impl LotWorker {
             }
             return;
         }
+        self.shared.stats.syncs.fetch_add(1, Ordering::Relaxed);
+        self.shared.stats.bids.fetch_add(group.len() as u64, Ordering::Relaxed);
         let mut judged = Vec::with_capacity(group.len());
         for ((e, done), id) in group.into_iter().zip(ids) {
             let _ = e.bid_id.set(id.clone());
