@@ -21,6 +21,10 @@ async fn e2e_auction_bid_flow_is_pushed_to_the_right_users() {
     let mut wb = Inbox::new(connect_as(&server, &bob).await);
     wa.send(json!({"op":"subscribe","id":1,"topics":["users.alice","lots.1"]})).await;
     wa.until(5, |e| e == &json!({"type":"ack","id":1})).await;
+    // Alice's second tab: a message for alice reaches every connection of hers.
+    let mut wa2 = Inbox::new(connect_as(&server, &alice).await);
+    wa2.send(json!({"op":"subscribe","id":1,"topics":["users.alice"]})).await;
+    wa2.until(5, |e| e == &json!({"type":"ack","id":1})).await;
     wb.send(json!({"op":"subscribe","id":1,"topics":["users.alice"]})).await;
     let ev = wb.until(5, |e| e["type"] == "error").await;
     assert_eq!(ev.last().unwrap()["code"], "forbidden");
@@ -35,6 +39,8 @@ async fn e2e_auction_bid_flow_is_pushed_to_the_right_users() {
     let ev = wa.until(10, |e| event_type(e) == "bid_result").await;
     let res = ev.last().unwrap();
     assert_eq!((res["status"].as_str(), res["bid_id"].as_str()), (Some("accepted"), Some(bid_id.as_str())));
+    let ev = wa2.until(10, |e| event_type(e) == "bid_result").await;
+    assert_eq!(ev.last().unwrap()["bid_id"], bid_id.as_str());
     // Everyone on lots.1 sees the new high bid.
     wb.until(10, |e| event_type(e) == "lot_update" && e["leader"] == "alice").await;
 
