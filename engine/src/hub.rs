@@ -16,10 +16,13 @@
 //! hub.publish_event("users.alice", "order_completed", r#"{"order":1}"#, 0).unwrap();
 //! let pos = hub.publish_event("users.alice", "order_completed", r#"{"order":2}"#, 0).unwrap();
 //! assert_eq!(pos.seq, 2);
+//! assert_eq!(engine.topic("users.alice").unwrap().capacity(), 64); // private topics have small rings
 //! let _feed_owned = engine.create_topic("ticks.AAPL").unwrap();
 //! assert!(hub.publish_event("ticks.AAPL", "x", "{}", 0).is_err());
 //! ```
 
+use crate::ring::RingConfig;
+use crate::session::PRIVATE_PREFIX;
 use crate::topic::{CreateTopicError, Engine, Position, PublishError, TopicWriter};
 use std::collections::HashMap;
 use std::fmt;
@@ -28,6 +31,8 @@ use std::sync::{Arc, Mutex, RwLock};
 /// Writers of shared topics, each behind its own mutex.
 pub struct Hub {
     engine: Arc<Engine>,
+    /// Ring size of the private topics (`users.*`) the hub creates; other topics get the engine's.
+    private_ring: RingConfig,
     /// Read on every publish (lookup), written when a topic is created.
     writers: RwLock<HashMap<Box<str>, Arc<Mutex<TopicWriter>>>>,
 }
@@ -64,9 +69,14 @@ impl fmt::Display for HubError {
 impl std::error::Error for HubError {}
 
 impl Hub {
-    /// An empty hub over `engine`.
+    /// An empty hub over `engine`; private topics get [`RingConfig::PRIVATE`] rings.
     pub fn new(engine: Arc<Engine>) -> Hub {
-        Hub { engine, writers: RwLock::default() }
+        Hub::with_private_ring(engine, RingConfig::PRIVATE)
+    }
+
+    /// An empty hub whose private topics (`users.*`) get `private_ring`.
+    pub fn with_private_ring(engine: Arc<Engine>, private_ring: RingConfig) -> Hub {
+        Hub { engine, private_ring, writers: RwLock::default() }
     }
 
     /// The engine.
@@ -83,7 +93,12 @@ impl Hub {
         if let Some(w) = writers.get(topic) {
             return Ok(w.clone());
         }
-        match self.engine.create_topic(topic) {
+        let created = if topic.starts_with(PRIVATE_PREFIX) {
+            self.engine.create_topic_with_ring(topic, self.private_ring)
+        } else {
+            self.engine.create_topic(topic)
+        };
+        match created {
             Ok(w) => {
                 let w = Arc::new(Mutex::new(w));
                 writers.insert(topic.into(), w.clone());

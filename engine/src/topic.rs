@@ -162,6 +162,20 @@ impl Engine {
     /// Registers `name` for a source that assigns positions itself (for example another gateway through a
     /// broker), with that source's epoch; publish with [`TopicWriter::publish_tick_at`].
     pub fn create_topic_with_epoch(&self, name: &str, epoch: u64) -> Result<TopicWriter, CreateTopicError> {
+        let ring = match TopicClass::of(name) {
+            TopicClass::Conflating => self.config.ring,
+            TopicClass::Reliable => self.config.reliable_ring,
+        };
+        self.create_topic_inner(name, epoch, ring)
+    }
+
+    /// Registers `name` with the engine's epoch and a ring of its own size (e.g. the small rings of `users.*`,
+    /// one per user).
+    pub fn create_topic_with_ring(&self, name: &str, ring: RingConfig) -> Result<TopicWriter, CreateTopicError> {
+        self.create_topic_inner(name, self.epoch, ring)
+    }
+
+    fn create_topic_inner(&self, name: &str, epoch: u64, ring: RingConfig) -> Result<TopicWriter, CreateTopicError> {
         if !valid_topic_name(name) {
             return Err(CreateTopicError::InvalidName);
         }
@@ -175,10 +189,7 @@ impl Engine {
             name: name.into(),
             class: TopicClass::of(name),
             epoch,
-            ring: Ring::new(match TopicClass::of(name) {
-                TopicClass::Conflating => self.config.ring,
-                TopicClass::Reliable => self.config.reliable_ring,
-            }),
+            ring: Ring::new(ring),
             subs: Mutex::new(Vec::new()),
             subs_version: AtomicU64::new(0),
         });

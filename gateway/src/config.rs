@@ -67,6 +67,9 @@ pub struct ServeArgs {
     /// falls further behind on such a topic is closed with 4008.
     #[arg(long, env = "MARQUEE_RELIABLE_RING_CAPACITY", default_value_t = 256)]
     pub reliable_ring_capacity: usize,
+    /// Messages kept per private topic (`users.<name>`, one per user) for resume (a power of two).
+    #[arg(long, env = "MARQUEE_USER_RING_CAPACITY", default_value_t = 64)]
+    pub user_ring_capacity: usize,
     /// Most WebSocket connections held at once; 0 = as many as the open-files limit allows.
     #[arg(long, env = "MARQUEE_MAX_CONNECTIONS", default_value_t = 0)]
     pub max_connections: usize,
@@ -161,6 +164,8 @@ pub struct Config {
     pub source: Source,
     pub ring: RingConfig,
     pub reliable_ring: RingConfig,
+    /// Rings of `users.*`.
+    pub user_ring: RingConfig,
     pub session: SessionConfig,
     /// 0 = derive from the open-files limit at start.
     pub max_connections: usize,
@@ -202,6 +207,9 @@ impl Config {
         if !serve.reliable_ring_capacity.is_power_of_two() || serve.reliable_ring_capacity < 2 {
             bail!("--reliable-ring-capacity must be a power of two >= 2, got {}", serve.reliable_ring_capacity);
         }
+        if !serve.user_ring_capacity.is_power_of_two() || serve.user_ring_capacity < 2 {
+            bail!("--user-ring-capacity must be a power of two >= 2, got {}", serve.user_ring_capacity);
+        }
         if !(serve.tick_rate > 0.0 && serve.tick_rate <= 10_000_000.0) {
             bail!("--tick-rate must be in (0, 10000000], got {}", serve.tick_rate);
         }
@@ -237,6 +245,7 @@ impl Config {
             source,
             ring: RingConfig { capacity: serve.ring_capacity, ..RingConfig::default() },
             reliable_ring: RingConfig { capacity: serve.reliable_ring_capacity, ..RingConfig::RELIABLE },
+            user_ring: RingConfig { capacity: serve.user_ring_capacity, ..RingConfig::PRIVATE },
             session: SessionConfig { limits, max_errors: serve.max_errors, ..SessionConfig::default() },
             max_connections: serve.max_connections,
             ping_interval: serve.ping_interval,

@@ -60,7 +60,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             s
         }
     };
-    let hub = Arc::new(Hub::new(engine.clone()));
+    let hub = Arc::new(Hub::with_private_ring(engine.clone(), config.user_ring));
     let data_dir = config.auction.data_dir.clone();
     let (house, workers) = AuctionHouse::open(config.auction.clone(), hub.clone())
         .with_context(|| format!("cannot open the auction data in {}", data_dir.display()))?;
