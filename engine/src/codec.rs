@@ -28,18 +28,23 @@ pub enum Encoding {
 pub enum Kind {
     /// A market tick.
     Tick = 1,
+    /// A named event with JSON fields (`bid_result`, `lot_update`, or any type a publisher chose). Its JSON
+    /// `"type"` is stored in the body, not implied by the kind.
+    Event = 2,
 }
 
 impl Kind {
-    /// Every stored kind byte is one the writer wrote from a `Kind`; ticks are the only kind so far.
-    pub(crate) fn from_u8(_v: u8) -> Kind {
-        Kind::Tick
+    /// Every stored kind byte is one the writer wrote from a `Kind`.
+    pub(crate) fn from_u8(v: u8) -> Kind {
+        if v == Kind::Event as u8 { Kind::Event } else { Kind::Tick }
     }
 
-    /// The JSON `"type"` of a live event of this kind.
+    /// The JSON `"type"` of a live event of this kind (`"event"` for [`Kind::Event`], whose real type name is
+    /// per message).
     pub fn name(self) -> &'static str {
         match self {
             Kind::Tick => "tick",
+            Kind::Event => "event",
         }
     }
 }
@@ -160,6 +165,150 @@ pub fn encode_tick_bin(out: &mut Vec<u8>, topic: &str, epoch: u64, seq: u64, ts:
     TickEncoder::new(topic, epoch).encode_bin(out, seq, ts, t);
 }
 
+/// Event type names that would collide with the protocol's own `type`s.
+const RESERVED_EVENT_TYPES: &[&str] = &["tick", "snapshot", "ack", "pong", "gap", "error", "event"];
+
+/// Fields every event carries, which a publisher's fields may therefore not name.
+pub const RESERVED_EVENT_FIELDS: &[&str] = &["type", "topic", "epoch", "seq", "ts", "event", "recovered"];
+
+/// True for a usable event type name: 1-64 bytes of `[A-Za-z0-9_.-]`, not one of the protocol's own types.
+pub fn valid_event_type(ty: &str) -> bool {
+    !ty.is_empty()
+        && ty.len() <= 64
+        && ty.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && !RESERVED_EVENT_TYPES.contains(&ty)
+}
+
+/// Why event fields were refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EventFieldsError {
+    /// Not a JSON object.
+    NotAnObject,
+    /// A member named like one of [`RESERVED_EVENT_FIELDS`].
+    ReservedField,
+}
+
+impl std::fmt::Display for EventFieldsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EventFieldsError::NotAnObject => "event fields must be one JSON object",
+            EventFieldsError::ReservedField => {
+                "event fields may not name type, topic, epoch, seq, ts, event or recovered"
+            }
+        })
+    }
+}
+
+impl std::error::Error for EventFieldsError {}
+
+/// Checks that `fields` is one JSON object none of whose top-level members is reserved. Allocates nothing.
+pub fn check_event_fields(fields: &str) -> Result<(), EventFieldsError> {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+    struct Obj;
+    struct Key;
+    impl<'de> Visitor<'de> for Key {
+        type Value = bool;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a key")
+        }
+        fn visit_str<E: serde::de::Error>(self, k: &str) -> Result<bool, E> {
+            Ok(RESERVED_EVENT_FIELDS.contains(&k))
+        }
+    }
+    impl<'de> serde::de::DeserializeSeed<'de> for Key {
+        type Value = bool;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+            d.deserialize_str(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Obj {
+        type Value = bool;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+            let mut reserved = false;
+            while let Some(r) = map.next_key_seed(Key)? {
+                reserved |= r;
+                map.next_value::<IgnoredAny>()?;
+            }
+            Ok(reserved)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(fields);
+    let reserved = (&mut de).deserialize_map(Obj).map_err(|_| EventFieldsError::NotAnObject)?;
+    de.end().map_err(|_| EventFieldsError::NotAnObject)?;
+    if reserved { Err(EventFieldsError::ReservedField) } else { Ok(()) }
+}
+
+/// The members of a JSON object text without its braces (`{"a":1}` gives `"a":1`; `{}` gives ``).
+fn object_members(fields: &str) -> &str {
+    let t = fields.trim();
+    t.strip_prefix('{').and_then(|t| t.strip_suffix('}')).unwrap_or("").trim()
+}
+
+/// Appends an event's JSON body: `"<ty>","topic":T,"epoch":E,"seq":S,"ts":TS,<members of fields>}`. The batch
+/// writer puts `{"type":` (live) or `{"type":"snapshot","recovered":R,"event":` (snapshot) before it. `fields`
+/// must have passed [`check_event_fields`].
+pub fn encode_event_json(out: &mut Vec<u8>, topic: &str, epoch: u64, seq: u64, ts: i64, ty: &str, fields: &str) {
+    let mut ib = itoa::Buffer::new();
+    out.push(b'"');
+    push_json_str(out, ty);
+    out.extend_from_slice(b"\",\"topic\":\"");
+    push_json_str(out, topic);
+    out.extend_from_slice(b"\",\"epoch\":");
+    out.extend_from_slice(ib.format(epoch).as_bytes());
+    out.extend_from_slice(b",\"seq\":");
+    out.extend_from_slice(ib.format(seq).as_bytes());
+    out.extend_from_slice(b",\"ts\":");
+    out.extend_from_slice(ib.format(ts).as_bytes());
+    let members = object_members(fields);
+    if !members.is_empty() {
+        out.push(b',');
+        out.extend_from_slice(members.as_bytes());
+    }
+    out.push(b'}');
+}
+
+/// Appends an event's binary body: `epoch u64, seq u64, ts i64, topic_len u8, topic, type_len u8, type`, then the
+/// fields as one JSON object text up to the end of the record.
+pub fn encode_event_bin(out: &mut Vec<u8>, topic: &str, epoch: u64, seq: u64, ts: i64, ty: &str, fields: &str) {
+    out.extend_from_slice(&epoch.to_le_bytes());
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&ts.to_le_bytes());
+    let t = &topic.as_bytes()[..topic.len().min(255)];
+    out.push(t.len() as u8);
+    out.extend_from_slice(t);
+    let y = &ty.as_bytes()[..ty.len().min(255)];
+    out.push(y.len() as u8);
+    out.extend_from_slice(y);
+    out.push(b'{');
+    out.extend_from_slice(object_members(fields).as_bytes());
+    out.push(b'}');
+}
+
+/// A decoded binary event record (kind 2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BinEvent {
+    /// Record type: [`record::EVENT`] or [`record::SNAPSHOT`].
+    pub record_type: u8,
+    /// Snapshot `recovered` flag.
+    pub recovered: bool,
+    /// Topic name.
+    pub topic: String,
+    /// Epoch.
+    pub epoch: u64,
+    /// Sequence number.
+    pub seq: u64,
+    /// Publish time, Unix ns.
+    pub ts: i64,
+    /// The event's type name (`bid_result`, ...).
+    pub event_type: String,
+    /// The event's fields: one JSON object.
+    pub fields: String,
+}
+
 /// A decoded binary tick record (for clients and tests; the server never decodes ticks).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BinTick {
@@ -185,8 +334,12 @@ pub struct BinTick {
 pub enum BinRecord {
     /// A tick event or snapshot.
     Tick(BinTick),
+    /// A named event (kind 2) or its snapshot.
+    Event(BinEvent),
     /// `ack` for op `id`.
     Ack(u64),
+    /// `ack` for op `id` carrying result fields (one JSON object), e.g. the `bid_id` of a bid.
+    AckWith { id: u64, fields: String },
     /// `pong` for op `id`.
     Pong(u64),
     /// Seqs `from..=to` of `topic` were skipped.
@@ -208,6 +361,24 @@ pub fn decode_bin_batch(mut buf: &[u8]) -> Option<Vec<BinRecord>> {
         let u64_at =
             |b: &[u8], i: usize| -> Option<u64> { Some(u64::from_le_bytes(b.get(i..i + 8)?.try_into().ok()?)) };
         out.push(match ty {
+            record::EVENT | record::SNAPSHOT if rest.first() == Some(&(Kind::Event as u8)) => {
+                let tl = *body.get(24)? as usize;
+                let topic = std::str::from_utf8(body.get(25..25 + tl)?).ok()?.to_owned();
+                let yl_at = 25 + tl;
+                let yl = *body.get(yl_at)? as usize;
+                let event_type = std::str::from_utf8(body.get(yl_at + 1..yl_at + 1 + yl)?).ok()?.to_owned();
+                let fields = std::str::from_utf8(body.get(yl_at + 1 + yl..)?).ok()?.to_owned();
+                BinRecord::Event(BinEvent {
+                    record_type: ty,
+                    recovered: flags & 1 == 1,
+                    topic,
+                    epoch: u64_at(body, 0)?,
+                    seq: u64_at(body, 8)?,
+                    ts: u64_at(body, 16)? as i64,
+                    event_type,
+                    fields,
+                })
+            }
             record::EVENT | record::SNAPSHOT => {
                 let v = |i: usize| u64_at(body, i * 8).map(|v| v as i64);
                 let opt_p = |x: i64| (x != ABSENT).then_some(Price(x));
@@ -230,6 +401,9 @@ pub fn decode_bin_batch(mut buf: &[u8]) -> Option<Vec<BinRecord>> {
                         ask_size: opt_s(v(8)?),
                     },
                 })
+            }
+            record::ACK if body.len() > 8 => {
+                BinRecord::AckWith { id: u64_at(body, 0)?, fields: std::str::from_utf8(&body[8..]).ok()?.to_owned() }
             }
             record::ACK => BinRecord::Ack(u64_at(body, 0)?),
             record::PONG => BinRecord::Pong(u64_at(body, 0)?),
@@ -424,6 +598,29 @@ impl BatchWriter {
     /// Writes the header of a stored message's event; the caller appends the stored body, then calls
     /// [`BatchWriter::finish_stored`] with the returned token.
     pub(crate) fn begin_stored(&mut self, kind: Kind, snapshot: Option<bool>) -> usize {
+        if kind == Kind::Event {
+            // The body starts with the type name's JSON string, so only the member name goes here.
+            let at = self.buf.len();
+            match self.encoding {
+                Encoding::Json => {
+                    self.buf.push(if self.n_events == 0 { b'[' } else { b',' });
+                    self.buf.extend_from_slice(match snapshot {
+                        None => b"{\"type\":".as_slice(),
+                        Some(true) => b"{\"type\":\"snapshot\",\"recovered\":true,\"event\":",
+                        Some(false) => b"{\"type\":\"snapshot\",\"recovered\":false,\"event\":",
+                    });
+                }
+                Encoding::Binary => {
+                    let (rec, flags) = match snapshot {
+                        None => (record::EVENT, 0),
+                        Some(r) => (record::SNAPSHOT, r as u8),
+                    };
+                    self.buf.extend_from_slice(&[0, 0, 0, 0, rec, kind as u8, flags, 0]);
+                }
+            }
+            self.n_events += 1;
+            return at;
+        }
         match snapshot {
             None => self.begin(kind.name(), record::EVENT, kind as u8, 0),
             Some(recovered) => {
@@ -467,6 +664,31 @@ impl BatchWriter {
     /// `{"type":"pong","id":N}`.
     pub fn push_pong(&mut self, id: u64) {
         self.push_id_event("pong", record::PONG, id);
+    }
+
+    /// `{"type":"ack","id":N,<members of fields>}`: an ack carrying a result (`fields` is one JSON object,
+    /// e.g. `{"bid_id":"7-3"}`). In binary, the ack body is `id u64` followed by the fields object text.
+    pub fn push_ack_with(&mut self, id: u64, fields: &str) {
+        let at = self.begin("ack", record::ACK, 0, 0);
+        let members = object_members(fields);
+        match self.encoding {
+            Encoding::Json => {
+                self.buf.extend_from_slice(b"\"id\":");
+                self.buf.extend_from_slice(itoa::Buffer::new().format(id).as_bytes());
+                if !members.is_empty() {
+                    self.buf.push(b',');
+                    self.buf.extend_from_slice(members.as_bytes());
+                }
+                self.buf.push(b'}');
+            }
+            Encoding::Binary => {
+                self.buf.extend_from_slice(&id.to_le_bytes());
+                self.buf.push(b'{');
+                self.buf.extend_from_slice(members.as_bytes());
+                self.buf.push(b'}');
+            }
+        }
+        self.end_event(at);
     }
 
     fn push_id_event(&mut self, name: &str, rec: u8, id: u64) {
@@ -620,6 +842,89 @@ mod tests {
         #[test]
         fn codec_decoder_survives_arbitrary_bytes(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
             let _ = decode_bin_batch(&bytes);
+        }
+    }
+
+    fn event_bodies(seq: u64) -> (Vec<u8>, Vec<u8>) {
+        let fields = r#"{"bid_id":"7-3","amount":"105.00","nested":{"a":[1,2]}}"#;
+        check_event_fields(fields).unwrap();
+        let (mut j, mut b) = (Vec::new(), Vec::new());
+        encode_event_json(&mut j, "users.alice", 7, seq, 11, "bid_result", fields);
+        encode_event_bin(&mut b, "users.alice", 7, seq, 11, "bid_result", fields);
+        (j, b)
+    }
+
+    #[test]
+    fn codec_event_json_live_and_snapshot() {
+        let (j, _) = event_bodies(4);
+        let mut w = BatchWriter::new(Encoding::Json);
+        w.push_stored(Kind::Event, None, &j, &[]);
+        w.push_stored(Kind::Event, Some(false), &j, &[]);
+        w.push_ack_with(3, r#"{"bid_id":"7-3"}"#);
+        let v: serde_json::Value = serde_json::from_slice(w.finish().unwrap()).unwrap();
+        assert_eq!(
+            v[0],
+            serde_json::json!({"type":"bid_result","topic":"users.alice","epoch":7,"seq":4,"ts":11,
+                "bid_id":"7-3","amount":"105.00","nested":{"a":[1,2]}})
+        );
+        assert_eq!(
+            v[1],
+            serde_json::json!({"type":"snapshot","event":"bid_result","recovered":false,"topic":"users.alice",
+                "epoch":7,"seq":4,"ts":11,"bid_id":"7-3","amount":"105.00","nested":{"a":[1,2]}})
+        );
+        assert_eq!(v[2], serde_json::json!({"type":"ack","id":3,"bid_id":"7-3"}));
+    }
+
+    #[test]
+    fn codec_event_without_fields_is_still_an_object() {
+        let mut j = Vec::new();
+        encode_event_json(&mut j, "lots.1", 1, 1, 2, "ping_me", " { } ");
+        let mut w = BatchWriter::new(Encoding::Json);
+        w.push_stored(Kind::Event, None, &j, &[]);
+        let v: serde_json::Value = serde_json::from_slice(w.finish().unwrap()).unwrap();
+        assert_eq!(v[0], serde_json::json!({"type":"ping_me","topic":"lots.1","epoch":1,"seq":1,"ts":2}));
+    }
+
+    #[test]
+    fn codec_event_binary_round_trips() {
+        let (_, b) = event_bodies(9);
+        let mut w = BatchWriter::new(Encoding::Binary);
+        w.push_stored(Kind::Event, Some(true), &[], &b);
+        w.push_ack_with(5, r#"{"bid_id":"1-1"}"#);
+        w.push_ack(6);
+        let recs = decode_bin_batch(w.finish().unwrap()).unwrap();
+        let BinRecord::Event(e) = &recs[0] else { panic!("{recs:?}") };
+        assert_eq!((e.record_type, e.recovered, e.epoch, e.seq, e.ts), (record::SNAPSHOT, true, 7, 9, 11));
+        assert_eq!((e.topic.as_str(), e.event_type.as_str()), ("users.alice", "bid_result"));
+        let f: serde_json::Value = serde_json::from_str(&e.fields).unwrap();
+        assert_eq!(f["nested"]["a"][1], 2);
+        assert_eq!(recs[1], BinRecord::AckWith { id: 5, fields: r#"{"bid_id":"1-1"}"#.into() });
+        assert_eq!(recs[2], BinRecord::Ack(6));
+    }
+
+    #[test]
+    fn codec_event_fields_and_types_are_checked() {
+        assert_eq!(check_event_fields("[1]"), Err(EventFieldsError::NotAnObject));
+        assert_eq!(check_event_fields("{\"a\":1} x"), Err(EventFieldsError::NotAnObject));
+        assert_eq!(check_event_fields("{\"a\":"), Err(EventFieldsError::NotAnObject));
+        assert_eq!(check_event_fields("{\"seq\":1}"), Err(EventFieldsError::ReservedField));
+        // An escaped spelling of a reserved name is the same name.
+        assert_eq!(check_event_fields("{\"\\u0074ype\":1}"), Err(EventFieldsError::ReservedField));
+        assert_eq!(check_event_fields("{\"data\":{\"type\":\"nested is fine\"}}"), Ok(()));
+        assert!(valid_event_type("order_completed"));
+        assert!(!valid_event_type("snapshot"));
+        assert!(!valid_event_type("has space"));
+        assert!(!valid_event_type(""));
+    }
+
+    #[test]
+    fn codec_event_decoder_rejects_truncation_without_panic() {
+        let (_, b) = event_bodies(1);
+        let mut w = BatchWriter::new(Encoding::Binary);
+        w.push_stored(Kind::Event, None, &[], &b);
+        let bytes = w.finish().unwrap().to_vec();
+        for cut in 1..bytes.len() {
+            assert!(decode_bin_batch(&bytes[..cut]).is_none(), "cut {cut}");
         }
     }
 

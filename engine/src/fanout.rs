@@ -400,7 +400,11 @@ mod tests {
     use crate::{Encoding, EngineConfig, Price, RingConfig, Tick};
 
     fn engine(cap: usize) -> Arc<Engine> {
-        Engine::new(EngineConfig { epoch: 5, ring: RingConfig { capacity: cap, slot_bytes: 256 } })
+        Engine::new(EngineConfig {
+            epoch: 5,
+            ring: RingConfig { capacity: cap, slot_bytes: 256 },
+            reliable_ring: RingConfig { capacity: cap, slot_bytes: 256 },
+        })
     }
 
     fn tick(p: i64) -> Tick {
@@ -518,6 +522,29 @@ mod tests {
         }
         let mut b = BatchWriter::new(Encoding::Json);
         assert_eq!(s.drain(&mut b), Err(SlowConsumer { topic: "users.alice".into(), last_seq: 3 }));
+    }
+
+    #[test]
+    fn fanout_events_on_a_reliable_topic_snapshot_then_live() {
+        let e = engine(8);
+        let mut w = e.create_topic("lots.7").unwrap();
+        w.publish_event("lot_update", r#"{"high":"100"}"#, 1).unwrap();
+        let mut s = Subscriber::new(e.clone(), Limits::default());
+        s.subscribe(e.topic("lots.7").unwrap(), None).unwrap();
+        w.publish_event("lot_update", r#"{"high":"105"}"#, 2).unwrap();
+        let (_, ev) = drain_json(&mut s);
+        assert_eq!((ev[0]["type"].as_str(), ev[0]["event"].as_str()), (Some("snapshot"), Some("lot_update")));
+        assert_eq!((ev[0]["seq"].as_u64(), ev[0]["high"].as_str()), (Some(2), Some("105")));
+        w.publish_event("lot_closed", r#"{"winner":"alice"}"#, 3).unwrap();
+        w.publish_tick(&tick(1), 4).unwrap();
+        let (_, ev) = drain_json(&mut s);
+        assert_eq!(seqs(&ev), [("lot_closed".into(), 3), ("tick".into(), 4)]);
+        assert_eq!(ev[0]["winner"], "alice");
+        assert_eq!(
+            w.publish_event("x", &format!("{{\"pad\":\"{}\"}}", "x".repeat(400)), 5),
+            Err(crate::PublishError::TooLarge)
+        );
+        assert_eq!(e.topic("lots.7").unwrap().head(), 4, "a refused event takes no seq");
     }
 
     #[test]

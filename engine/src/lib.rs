@@ -9,6 +9,7 @@
 
 pub mod codec;
 pub mod fanout;
+pub mod hub;
 pub mod price;
 pub mod ring;
 pub mod session;
@@ -16,11 +17,12 @@ mod sync;
 pub mod tick;
 pub mod topic;
 
-pub use codec::{BatchWriter, Encoding, Kind};
+pub use codec::{BatchWriter, Encoding, EventFieldsError, Kind, check_event_fields, valid_event_type};
 pub use fanout::{Drain, Limits, Signal, SlowConsumer, Start, SubscribeError, Subscriber};
+pub use hub::{Hub, HubError};
 pub use price::{ParsePriceError, Price};
 pub use ring::RingConfig;
-pub use session::{CloseReason, Session, SessionConfig};
+pub use session::{AppOp, CloseReason, Identity, PRIVATE_PREFIX, Session, SessionConfig};
 pub use tick::{TICKS_PREFIX, Tick, tick_topic};
 pub use topic::{
     CreateTopicError, Engine, EngineConfig, Position, PublishError, Topic, TopicClass, TopicId, TopicWriter,

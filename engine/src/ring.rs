@@ -44,6 +44,16 @@ pub struct RingConfig {
     pub slot_bytes: usize,
 }
 
+impl RingConfig {
+    /// The default for reliable topics (`lots.*`, `users.*`): 256 slots of 1 KiB (about 270 KiB per topic).
+    /// Events carry JSON fields, so slots are wider than a tick's; there is one such topic per user and per
+    /// lot, and each sees far fewer messages than a tick topic, so there are fewer of them.
+    pub const RELIABLE: RingConfig = RingConfig { capacity: 256, slot_bytes: 1024 };
+    /// The default for private topics (`users.<name>`, one per user): 64 slots of 1 KiB (about 68 KiB). A user
+    /// hears a few events per bid, so 64 is far more than a connected client ever has pending.
+    pub const PRIVATE: RingConfig = RingConfig { capacity: 64, slot_bytes: 1024 };
+}
+
 impl Default for RingConfig {
     fn default() -> RingConfig {
         RingConfig { capacity: 4096, slot_bytes: 384 }

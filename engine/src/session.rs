@@ -118,6 +118,33 @@ pub mod code {
     pub const TOO_MANY_TOPICS: &str = "too_many_topics";
     /// Over the frame size limit.
     pub const FRAME_TOO_LARGE: &str = "frame_too_large";
+    /// The op needs a logged-in user (a token on the connection).
+    pub const UNAUTHORIZED: &str = "unauthorized";
+    /// The identity may not do this (another user's private topic; `publish` without a publisher token).
+    pub const FORBIDDEN: &str = "forbidden";
+}
+
+/// The prefix of private topics: `users.<name>` is readable only by the connection of user `<name>`.
+pub const PRIVATE_PREFIX: &str = "users.";
+
+/// Who is on the other end of a connection, as the transport authenticated it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// The user name; `None` for an anonymous connection (ticks and lots only).
+    pub user: Option<String>,
+    /// May publish events (`publish` op).
+    pub publisher: bool,
+}
+
+/// An op the session validated but cannot carry out itself (it needs the auction house or the publish path):
+/// the adapter takes it with [`Session::poll_op`] and answers with [`Session::handle_op_result`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AppOp {
+    /// `{"op":"bid","id":n,"lot":"7","amount":"105.00","key":"<uuid>"}` from a logged-in user.
+    Bid { id: u64, user: String, lot: String, amount: String, key: String },
+    /// `{"op":"publish","id":n,...}` from a publisher: the whole frame, for the publish API's own parser.
+    Publish { id: u64, frame: Vec<u8> },
 }
 
 #[derive(Deserialize)]
@@ -128,6 +155,12 @@ struct Op {
     topics: Option<Vec<String>>,
     #[serde(default)]
     since: Option<HashMap<String, Position>>,
+    #[serde(default)]
+    lot: Option<serde_json::Value>,
+    #[serde(default)]
+    amount: Option<serde_json::Value>,
+    #[serde(default)]
+    key: Option<String>,
 }
 
 /// One connection's protocol state.
@@ -139,6 +172,8 @@ pub struct Session {
     window_start: Option<Instant>,
     close: Option<CloseReason>,
     last_drain_messages: u64,
+    identity: Identity,
+    ops: std::collections::VecDeque<AppOp>,
 }
 
 impl fmt::Debug for Session {
@@ -158,7 +193,34 @@ impl Session {
             window_start: None,
             close: None,
             last_drain_messages: 0,
+            identity: Identity::default(),
+            ops: Default::default(),
         }
+    }
+
+    /// Sets who the connection belongs to (before its first frame).
+    pub fn set_identity(&mut self, identity: Identity) {
+        self.identity = identity;
+    }
+
+    /// The connection's identity.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The next op for the adapter to carry out (see [`AppOp`]).
+    pub fn poll_op(&mut self) -> Option<AppOp> {
+        self.ops.pop_front()
+    }
+
+    /// Answers an [`AppOp`]: an `ack` carrying `fields` (one JSON object), or an `error` with a stable code.
+    /// Refusals here are the application's verdicts, not bad frames: they do not count toward `max_errors`.
+    pub fn handle_op_result(&mut self, id: u64, result: Result<&str, (&str, &str)>) {
+        match result {
+            Ok(fields) => self.batch.push_ack_with(id, fields),
+            Err((code, message)) => self.batch.push_error(Some(id), code, message),
+        }
+        self.sub.signal().schedule();
     }
 
     /// Ready when the session has messages to send.
@@ -189,8 +251,16 @@ impl Session {
             "subscribe" => self.handle_subscribe(op, now),
             "unsubscribe" => self.handle_unsubscribe(op, now),
             "ping" => self.batch.push_pong(op.id.unwrap_or(0)),
+            "bid" => self.handle_bid(op, now),
+            "publish" => {
+                let id = op.id.unwrap_or(0);
+                if !self.identity.publisher {
+                    return self.error(op.id, code::FORBIDDEN, "publish needs a publisher token", now);
+                }
+                self.ops.push_back(AppOp::Publish { id, frame: frame.to_vec() });
+            }
             other => {
-                let msg = format!("unknown op {other:?}; expected subscribe, unsubscribe or ping");
+                let msg = format!("unknown op {other:?}; expected subscribe, unsubscribe, ping, bid or publish");
                 self.error(op.id, code::UNKNOWN_OP, &msg, now)
             }
         }
@@ -206,6 +276,12 @@ impl Session {
         for name in &names {
             if !valid_topic_name(name) {
                 return self.error(op.id, code::INVALID_TOPIC, &format!("invalid topic name {name:?}"), now);
+            }
+            if let Some(owner) = name.strip_prefix(PRIVATE_PREFIX)
+                && self.identity.user.as_deref() != Some(owner)
+            {
+                let msg = format!("{name:?} is private to user {owner:?}");
+                return self.error(op.id, code::FORBIDDEN, &msg, now);
             }
             match engine.topic(name) {
                 Some(t) => topics.push(t),
@@ -225,6 +301,22 @@ impl Session {
             }
         }
         self.batch.push_ack(op.id.unwrap_or(0));
+    }
+
+    fn handle_bid(&mut self, op: Op, now: Instant) {
+        let Some(user) = self.identity.user.clone() else {
+            return self.error(op.id, code::UNAUTHORIZED, "bid needs a logged-in connection (access_token)", now);
+        };
+        // Lot ids and amounts may come as JSON strings or numbers; amounts are parsed exactly downstream.
+        let text = |v: &Option<serde_json::Value>| match v {
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        };
+        let (Some(lot), Some(amount), Some(key)) = (text(&op.lot), text(&op.amount), op.key.clone()) else {
+            return self.error(op.id, code::BAD_REQUEST, "bid needs \"lot\", \"amount\" and \"key\"", now);
+        };
+        self.ops.push_back(AppOp::Bid { id: op.id.unwrap_or(0), user, lot, amount, key });
     }
 
     fn handle_unsubscribe(&mut self, op: Op, now: Instant) {
@@ -323,7 +415,11 @@ mod tests {
     }
 
     fn setup() -> (Arc<Engine>, crate::TopicWriter) {
-        let e = Engine::new(EngineConfig { epoch: 3, ring: RingConfig { capacity: 64, slot_bytes: 256 } });
+        let e = Engine::new(EngineConfig {
+            epoch: 3,
+            ring: RingConfig { capacity: 64, slot_bytes: 256 },
+            ..Default::default()
+        });
         let mut w = e.create_topic("ticks.AAPL").unwrap();
         w.publish_tick(&Tick { price: Price(1), size: 1, ..Default::default() }, 0).unwrap();
         (e, w)
@@ -409,6 +505,42 @@ mod tests {
                 h.recv();
             }
         }
+    }
+
+    #[test]
+    fn session_private_topics_and_app_ops_follow_the_identity() {
+        let (e, _w) = setup();
+        let _alice = e.create_topic("users.alice").unwrap();
+        let mut anon = Harness::new(&e, SessionConfig::default());
+        let ev = anon.send(r#"{"op":"subscribe","id":1,"topics":["users.alice"]}"#);
+        assert_eq!(ev[0]["code"], code::FORBIDDEN);
+        let ev = anon.send(r#"{"op":"bid","id":2,"lot":"1","amount":"5","key":"k"}"#);
+        assert_eq!(ev[0]["code"], code::UNAUTHORIZED);
+        assert!(anon.s.poll_op().is_none());
+
+        let mut bob = Harness::new(&e, SessionConfig::default());
+        bob.s.set_identity(Identity { user: Some("bob".into()), publisher: false });
+        assert_eq!(bob.send(r#"{"op":"subscribe","id":1,"topics":["users.alice"]}"#)[0]["code"], code::FORBIDDEN);
+        assert_eq!(bob.send(r#"{"op":"publish","id":3,"topic":"x","type":"y"}"#)[0]["code"], code::FORBIDDEN);
+        assert!(bob.send(r#"{"op":"bid","id":4,"lot":7,"amount":105.5,"key":"k1"}"#).is_empty());
+        let want = AppOp::Bid { id: 4, user: "bob".into(), lot: "7".into(), amount: "105.5".into(), key: "k1".into() };
+        assert_eq!(bob.s.poll_op(), Some(want));
+        bob.s.handle_op_result(4, Ok(r#"{"bid_id":"7-1"}"#));
+        bob.s.handle_op_result(5, Err(("bid_too_low", "too low")));
+        let ev = bob.recv();
+        assert_eq!(ev[0], serde_json::json!({"type":"ack","id":4,"bid_id":"7-1"}));
+        assert_eq!((ev[1]["id"].as_u64(), ev[1]["code"].as_str()), (Some(5), Some("bid_too_low")));
+        assert_eq!(bob.send(r#"{"op":"bid","id":6,"lot":"7"}"#)[0]["code"], code::BAD_REQUEST);
+
+        let mut alice = Harness::new(&e, SessionConfig::default());
+        alice.s.set_identity(Identity { user: Some("alice".into()), publisher: false });
+        assert_eq!(alice.send(r#"{"op":"subscribe","id":1,"topics":["users.alice"]}"#)[0]["type"], "ack");
+
+        let mut publisher = Harness::new(&e, SessionConfig::default());
+        publisher.s.set_identity(Identity { user: Some("svc".into()), publisher: true });
+        let frame = r#"{"op":"publish","id":9,"topic":"users.alice","type":"x","data":{}}"#;
+        assert!(publisher.send(frame).is_empty());
+        assert_eq!(publisher.s.poll_op(), Some(AppOp::Publish { id: 9, frame: frame.as_bytes().to_vec() }));
     }
 
     #[test]

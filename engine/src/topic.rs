@@ -4,7 +4,7 @@
 //! topic creation take. Publishing ([`TopicWriter`]) takes no lock: it writes the ring, then notifies a cached copy
 //! of the subscriber list, refreshed only when the list's version changed.
 
-use crate::codec::{Kind, TickEncoder};
+use crate::codec::{EventFieldsError, Kind, TickEncoder, check_event_fields, valid_event_type};
 use crate::fanout::Signal;
 use crate::ring::{Ring, RingConfig, fits};
 use crate::sync::{Arc, AtomicU64, Mutex, Ordering, fence};
@@ -43,12 +43,21 @@ pub struct Position {
 }
 
 /// Engine-wide settings.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EngineConfig {
     /// Epoch for topics whose positions the engine assigns; 0 means "now in Unix milliseconds".
     pub epoch: u64,
-    /// Ring size of every topic.
+    /// Ring size of conflating topics (`ticks.*`): many small messages.
     pub ring: RingConfig,
+    /// Ring size of reliable topics (`lots.*`, `users.*`, ...): fewer, larger events (JSON fields), and one
+    /// topic per user, so fewer and wider slots.
+    pub reliable_ring: RingConfig,
+}
+
+impl Default for EngineConfig {
+    fn default() -> EngineConfig {
+        EngineConfig { epoch: 0, ring: RingConfig::default(), reliable_ring: RingConfig::RELIABLE }
+    }
 }
 
 /// Why a topic could not be created.
@@ -82,6 +91,11 @@ pub enum PublishError {
     EpochMismatch { topic_epoch: u64 },
     /// A source-assigned seq not greater than the last one published.
     NotIncreasing { head: u64 },
+    /// An event type name that is empty, too long, has characters outside `[A-Za-z0-9_.-]` or is one of the
+    /// protocol's own types (`tick`, `snapshot`, `ack`, ...).
+    InvalidEventType,
+    /// Event fields that are not one JSON object, or that name a reserved member.
+    InvalidFields(EventFieldsError),
 }
 
 impl fmt::Display for PublishError {
@@ -90,6 +104,8 @@ impl fmt::Display for PublishError {
             PublishError::TooLarge => f.write_str("message larger than a ring slot"),
             PublishError::EpochMismatch { topic_epoch } => write!(f, "epoch differs from topic epoch {topic_epoch}"),
             PublishError::NotIncreasing { head } => write!(f, "seq not after head {head}"),
+            PublishError::InvalidEventType => f.write_str("invalid event type"),
+            PublishError::InvalidFields(e) => e.fmt(f),
         }
     }
 }
@@ -146,6 +162,20 @@ impl Engine {
     /// Registers `name` for a source that assigns positions itself (for example another gateway through a
     /// broker), with that source's epoch; publish with [`TopicWriter::publish_tick_at`].
     pub fn create_topic_with_epoch(&self, name: &str, epoch: u64) -> Result<TopicWriter, CreateTopicError> {
+        let ring = match TopicClass::of(name) {
+            TopicClass::Conflating => self.config.ring,
+            TopicClass::Reliable => self.config.reliable_ring,
+        };
+        self.create_topic_inner(name, epoch, ring)
+    }
+
+    /// Registers `name` with the engine's epoch and a ring of its own size (e.g. the small rings of `users.*`,
+    /// one per user).
+    pub fn create_topic_with_ring(&self, name: &str, ring: RingConfig) -> Result<TopicWriter, CreateTopicError> {
+        self.create_topic_inner(name, self.epoch, ring)
+    }
+
+    fn create_topic_inner(&self, name: &str, epoch: u64, ring: RingConfig) -> Result<TopicWriter, CreateTopicError> {
         if !valid_topic_name(name) {
             return Err(CreateTopicError::InvalidName);
         }
@@ -159,7 +189,7 @@ impl Engine {
             name: name.into(),
             class: TopicClass::of(name),
             epoch,
-            ring: Ring::new(self.config.ring),
+            ring: Ring::new(ring),
             subs: Mutex::new(Vec::new()),
             subs_version: AtomicU64::new(0),
         });
@@ -364,6 +394,39 @@ impl TopicWriter {
         self.topic.ring.write(pos.seq, ts, Kind::Tick, &self.json, &self.bin);
         self.notify();
         Ok(())
+    }
+
+    /// Publishes a named event with the next seq: `ty` is its type (`bid_result`, `order_completed`; see
+    /// [`valid_event_type`]) and `fields` one JSON object whose members follow the standard ones (`topic`,
+    /// `epoch`, `seq`, `ts`) in the event. Encoded once for both wire formats, like a tick.
+    ///
+    /// ```
+    /// use marquee_engine::{Engine, EngineConfig, PublishError};
+    /// let engine = Engine::new(EngineConfig::default());
+    /// let mut w = engine.create_topic("users.alice").unwrap();
+    /// let pos = w.publish_event("order_completed", r#"{"order":17}"#, 0).unwrap();
+    /// assert_eq!(pos.seq, 1);
+    /// let (_, json) = engine.topic("users.alice").unwrap().latest_json().unwrap();
+    /// assert!(json.starts_with(br#"{"type":"order_completed","topic":"users.alice","#));
+    /// assert_eq!(w.publish_event("tick", "{}", 0), Err(PublishError::InvalidEventType));
+    /// ```
+    pub fn publish_event(&mut self, ty: &str, fields: &str, ts: i64) -> Result<Position, PublishError> {
+        if !valid_event_type(ty) {
+            return Err(PublishError::InvalidEventType);
+        }
+        check_event_fields(fields).map_err(PublishError::InvalidFields)?;
+        let pos = Position { epoch: self.topic.epoch, seq: self.topic.head() + 1 };
+        let name = &self.topic.name;
+        self.json.clear();
+        self.bin.clear();
+        crate::codec::encode_event_json(&mut self.json, name, pos.epoch, pos.seq, ts, ty, fields);
+        crate::codec::encode_event_bin(&mut self.bin, name, pos.epoch, pos.seq, ts, ty, fields);
+        if !fits(self.topic.ring.slot_bytes(), self.json.len(), self.bin.len()) {
+            return Err(PublishError::TooLarge);
+        }
+        self.topic.ring.write(pos.seq, ts, Kind::Event, &self.json, &self.bin);
+        self.notify();
+        Ok(pos)
     }
 
     /// Wakes every subscribed connection that is not already scheduled.

@@ -11,7 +11,11 @@ fn engine_stress_one_publisher_many_readers() {
     const N_TOPICS: usize = 4;
     const N_READERS: usize = 6;
     const N_MESSAGES: i64 = 40_000;
-    let engine = Engine::new(EngineConfig { epoch: 1, ring: RingConfig { capacity: 64, slot_bytes: 256 } });
+    let engine = Engine::new(EngineConfig {
+        epoch: 1,
+        ring: RingConfig { capacity: 64, slot_bytes: 256 },
+        ..Default::default()
+    });
     let mut writers: Vec<_> = (0..N_TOPICS).map(|i| engine.create_topic(&format!("ticks.S{i}")).unwrap()).collect();
     let done = Arc::new(AtomicBool::new(false));
     let readers: Vec<_> = (0..N_READERS)

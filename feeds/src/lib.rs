@@ -1,12 +1,15 @@
-//! Marquee's tick sources. This crate does no network IO, opens no sockets, starts no threads and uses no async
-//! runtime; its only IO is reading the replayed file. Its run loops ([`Replay::run`], [`Synthetic::run`]) block
-//! the thread that calls them, sleeping with `std::thread::sleep` and polling a stop flag; the gateway gives each
+//! Marquee's sources: ticks and the auction house. This crate does no network IO, opens no sockets, starts no
+//! threads and uses no async runtime; its only IO is reading the replayed file and the auction's journal files.
+//! Its run loops ([`Replay::run`], [`Synthetic::run`], [`auction::LotWorker::run`]) block the thread that calls
+//! them, sleeping with `std::thread::sleep` and polling a stop flag; the gateway gives each
 //! one a thread of its own.
 //!
 //! - [`synthetic`]: a deterministic synthetic US equity market (one seed, one sequence of ticks, forever).
 //! - [`csv_replay`]: a header-driven CSV tick reader with per-row errors that name the file and line.
 //! - [`replay`]: publishing a CSV file into an [`Engine`] on the file's schedule, scaled by a speed factor.
 //! - [`synthetic_feed`]: publishing the synthetic market into an [`Engine`] at a constant tick rate.
+//! - [`auction`]: the auction house: lots, bid judging by one writer per lot, the journal (its files are this
+//!   crate's only writes).
 //!
 //! Both drivers are split in two steps so that topics exist before any tick flows: `prepare` creates every
 //! `ticks.<SYMBOL>` topic (and, for the synthetic market, publishes a first value to each); the prepared driver
@@ -18,6 +21,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod auction;
 mod csv_lines;
 pub mod csv_replay;
 mod pace;

@@ -27,6 +27,25 @@ pub enum Command {
     Serve(ServeArgs),
     /// Serve ticks replayed from a CSV file instead of the synthetic market.
     Replay(ReplayArgs),
+    /// Print a token signed with the configured secret (`--auth-secret` / `MARQUEE_AUTH_SECRET`).
+    Token(TokenArgs),
+}
+
+/// `marquee token [--publisher] [--name NAME]`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// A publisher token (may call `POST /api/publish` and the WebSocket `publish` op).
+    #[arg(long)]
+    pub publisher: bool,
+    /// The token's subject (user name).
+    #[arg(long, default_value = "publisher")]
+    pub name: String,
+    /// Validity, e.g. `24h`, `30m`.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub ttl: Duration,
+    /// The signing secret: the server's `--auth-secret`.
+    #[arg(long, env = "MARQUEE_AUTH_SECRET", hide_env_values = true)]
+    pub auth_secret: String,
 }
 
 /// Flags shared by `serve` and `replay`.
@@ -44,6 +63,13 @@ pub struct ServeArgs {
     /// Messages kept per topic for resume (a power of two).
     #[arg(long, env = "MARQUEE_RING_CAPACITY", default_value_t = 4096)]
     pub ring_capacity: usize,
+    /// Messages kept per reliable topic (`lots.*`, `users.*`) for resume (a power of two). A connection that
+    /// falls further behind on such a topic is closed with 4008.
+    #[arg(long, env = "MARQUEE_RELIABLE_RING_CAPACITY", default_value_t = 256)]
+    pub reliable_ring_capacity: usize,
+    /// Messages kept per private topic (`users.<name>`, one per user) for resume (a power of two).
+    #[arg(long, env = "MARQUEE_USER_RING_CAPACITY", default_value_t = 64)]
+    pub user_ring_capacity: usize,
     /// Most WebSocket connections held at once; 0 = as many as the open-files limit allows.
     #[arg(long, env = "MARQUEE_MAX_CONNECTIONS", default_value_t = 0)]
     pub max_connections: usize,
@@ -68,6 +94,34 @@ pub struct ServeArgs {
     /// Bad frames tolerated per 10 s before a connection is closed with 1008.
     #[arg(long, env = "MARQUEE_MAX_ERRORS", default_value_t = 20)]
     pub max_errors: u32,
+    /// Secret that signs and checks tokens (HMAC-SHA256). Unset: a random one per run (demo mode; tokens do not
+    /// survive a restart).
+    #[arg(long, env = "MARQUEE_AUTH_SECRET", hide_env_values = true)]
+    pub auth_secret: Option<String>,
+    /// Where the auction journal lives.
+    #[arg(long, env = "MARQUEE_DATA_DIR", default_value = "marquee-data")]
+    pub data_dir: PathBuf,
+    /// Auction lot workers (threads, one journal each). Fixed for a data directory.
+    #[arg(long, env = "MARQUEE_LOT_WORKERS", default_value_t = 2)]
+    pub lot_workers: usize,
+    /// Demo lots kept running (each closed one is replaced); 0 for none.
+    #[arg(long, env = "MARQUEE_DEMO_LOTS", default_value_t = 6)]
+    pub demo_lots: usize,
+    /// How long a demo lot runs.
+    #[arg(long, env = "MARQUEE_LOT_DURATION", default_value = "3m", value_parser = parse_duration)]
+    pub lot_duration: Duration,
+    /// Extra time between the ends of consecutive demo lots at start.
+    #[arg(long, env = "MARQUEE_LOT_STAGGER", default_value = "30s", value_parser = parse_duration)]
+    pub lot_stagger: Duration,
+    /// Anti-sniping: a bid closer than this to a lot's end moves the end to bid time + this.
+    #[arg(long, env = "MARQUEE_ANTI_SNIPE", default_value = "30s", value_parser = parse_duration)]
+    pub anti_snipe: Duration,
+    /// Bids per second one user may make (token bucket; HTTP and WebSocket together); over it: 429.
+    #[arg(long, env = "MARQUEE_BID_RATE", default_value_t = 20.0)]
+    pub bid_rate: f64,
+    /// Bids one user may make in a burst above `--bid-rate`.
+    #[arg(long, env = "MARQUEE_BID_BURST", default_value_t = 40.0)]
+    pub bid_burst: f64,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info`, `marquee=debug`.
     #[arg(long, env = "MARQUEE_LOG", default_value = "info")]
     pub log: String,
@@ -109,6 +163,9 @@ pub struct Config {
     pub listen: SocketAddr,
     pub source: Source,
     pub ring: RingConfig,
+    pub reliable_ring: RingConfig,
+    /// Rings of `users.*`.
+    pub user_ring: RingConfig,
     pub session: SessionConfig,
     /// 0 = derive from the open-files limit at start.
     pub max_connections: usize,
@@ -116,6 +173,11 @@ pub struct Config {
     pub idle_timeout: Duration,
     pub write_timeout: Duration,
     pub log: String,
+    /// `None`: demo mode, a random secret per run.
+    pub auth_secret: Option<String>,
+    pub auction: marquee_feeds::auction::AuctionConfig,
+    pub bid_rate: f64,
+    pub bid_burst: f64,
 }
 
 impl Config {
@@ -127,6 +189,7 @@ impl Config {
                 let src = synthetic(&s);
                 (s, src)
             }
+            Some(Command::Token(_)) => bail!("`marquee token` does not start a server"),
             Some(Command::Replay(r)) => {
                 let src = Source::Replay {
                     file: r.file,
@@ -141,6 +204,12 @@ impl Config {
         if !serve.ring_capacity.is_power_of_two() || serve.ring_capacity < 2 {
             bail!("--ring-capacity must be a power of two >= 2, got {}", serve.ring_capacity);
         }
+        if !serve.reliable_ring_capacity.is_power_of_two() || serve.reliable_ring_capacity < 2 {
+            bail!("--reliable-ring-capacity must be a power of two >= 2, got {}", serve.reliable_ring_capacity);
+        }
+        if !serve.user_ring_capacity.is_power_of_two() || serve.user_ring_capacity < 2 {
+            bail!("--user-ring-capacity must be a power of two >= 2, got {}", serve.user_ring_capacity);
+        }
         if !(serve.tick_rate > 0.0 && serve.tick_rate <= 10_000_000.0) {
             bail!("--tick-rate must be in (0, 10000000], got {}", serve.tick_rate);
         }
@@ -149,6 +218,18 @@ impl Config {
         }
         if serve.ping_interval.is_zero() || serve.idle_timeout <= serve.ping_interval {
             bail!("--idle-timeout must be longer than --ping-interval, which must be > 0");
+        }
+        if serve.lot_workers == 0 || serve.lot_workers > 64 {
+            bail!("--lot-workers must be in 1..=64, got {}", serve.lot_workers);
+        }
+        if !(serve.bid_rate > 0.0 && serve.bid_burst >= 1.0) {
+            bail!("--bid-rate must be > 0 and --bid-burst >= 1");
+        }
+        if serve.lot_duration.is_zero() {
+            bail!("--lot-duration must be > 0");
+        }
+        if serve.auth_secret.as_deref().is_some_and(|s| s.len() < 16) {
+            bail!("--auth-secret must be at least 16 bytes");
         }
         if let Source::Replay { file, .. } = &source {
             std::fs::metadata(file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -163,12 +244,25 @@ impl Config {
             listen: serve.listen,
             source,
             ring: RingConfig { capacity: serve.ring_capacity, ..RingConfig::default() },
+            reliable_ring: RingConfig { capacity: serve.reliable_ring_capacity, ..RingConfig::RELIABLE },
+            user_ring: RingConfig { capacity: serve.user_ring_capacity, ..RingConfig::PRIVATE },
             session: SessionConfig { limits, max_errors: serve.max_errors, ..SessionConfig::default() },
             max_connections: serve.max_connections,
             ping_interval: serve.ping_interval,
             idle_timeout: serve.idle_timeout,
             write_timeout: serve.write_timeout,
             log: serve.log,
+            auth_secret: serve.auth_secret,
+            auction: marquee_feeds::auction::AuctionConfig {
+                data_dir: serve.data_dir,
+                n_workers: serve.lot_workers,
+                demo_lots: serve.demo_lots,
+                lot_duration: serve.lot_duration,
+                stagger: serve.lot_stagger,
+                anti_snipe: serve.anti_snipe,
+            },
+            bid_rate: serve.bid_rate,
+            bid_burst: serve.bid_burst,
         })
     }
 }

@@ -51,7 +51,8 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
     let deliveries = Metrics::get(&m.deliveries);
     let batches = Metrics::get(&m.batches);
     let mean_batch = if batches == 0 { 0.0 } else { deliveries as f64 / batches as f64 };
-    let rows: [(&str, &str, &str, f64); 13] = [
+    let journal = s.house.journal_stats();
+    let rows: [(&str, &str, &str, f64); 15] = [
         ("marquee_connections", "gauge", "Open WebSocket connections.", s.connections.load(Ordering::Relaxed) as f64),
         ("marquee_max_connections", "gauge", "Connections the server accepts.", s.max_connections as f64),
         (
@@ -104,6 +105,18 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
             "gauge",
             "Resident memory of the server process.",
             crate::procstat::resident_bytes() as f64,
+        ),
+        (
+            "marquee_auction_bids_journaled_total",
+            "counter",
+            "Bids made durable in the auction journal.",
+            journal.bids.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "marquee_auction_journal_syncs_total",
+            "counter",
+            "Auction journal group commits (one fdatasync each).",
+            journal.syncs.load(Ordering::Relaxed) as f64,
         ),
     ];
     let mut out = String::with_capacity(2048);

@@ -3,6 +3,8 @@
 //! open no sockets; this crate is the only one that does.
 #![forbid(unsafe_code)]
 
+pub mod auction;
+pub mod auth;
 pub mod config;
 pub mod feed;
 pub mod http;

@@ -10,6 +10,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Some(marquee_gateway::config::Command::Token(t)) = &cli.command {
+        return print_token(t);
+    }
     let config = match Config::from_cli(cli) {
         Ok(c) => c,
         Err(e) => {
@@ -33,4 +36,17 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `marquee token`: prints a token signed with the configured secret.
+fn print_token(t: &marquee_gateway::config::TokenArgs) -> std::process::ExitCode {
+    use marquee_gateway::auth::{Auth, Role, unix_secs, valid_user_name};
+    if !valid_user_name(&t.name) {
+        eprintln!("marquee: --name must be 1-32 characters of [A-Za-z0-9_-]");
+        return std::process::ExitCode::from(2);
+    }
+    let role = if t.publisher { Role::Publisher } else { Role::User };
+    let auth = Auth::new(t.auth_secret.clone().into_bytes());
+    println!("{}", auth.issue(&t.name, role, unix_secs(), t.ttl.as_secs() as i64));
+    std::process::ExitCode::SUCCESS
 }

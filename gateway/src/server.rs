@@ -1,12 +1,15 @@
 //! Wiring: the engine, the feed thread, the HTTP router, connection limits and graceful shutdown.
 
+use crate::auction::RateLimiter;
+use crate::auth::Auth;
 use crate::config::{Config, Source};
-use crate::{http, ws};
+use crate::{auction, http, ws};
 use anyhow::Context;
 use axum::Router;
 use axum::routing::get;
 use axum::serve::ListenerExt;
-use marquee_engine::{Engine, EngineConfig};
+use marquee_engine::{Engine, EngineConfig, Hub};
+use marquee_feeds::auction::AuctionHouse;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -27,6 +30,13 @@ pub struct AppState {
     pub max_connections: usize,
     /// Flips to true on SIGINT/SIGTERM.
     pub shutdown: watch::Receiver<bool>,
+    /// Signs and checks tokens.
+    pub auth: Auth,
+    /// Writers of shared topics (`lots.*`, `users.*`, published topics).
+    pub hub: Arc<Hub>,
+    pub house: Arc<AuctionHouse>,
+    /// Bids per user.
+    pub limiter: RateLimiter,
 }
 
 /// Runs the server until SIGINT or SIGTERM.
@@ -36,9 +46,36 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         0 => fd_limit.saturating_sub(RESERVED_FDS).max(1) as usize,
         n => n,
     };
-    let engine = Engine::new(EngineConfig { epoch: 0, ring: config.ring });
+    let engine = Engine::new(EngineConfig { epoch: 0, ring: config.ring, reliable_ring: config.reliable_ring });
     let stop = Arc::new(AtomicBool::new(false));
     let feed = crate::feed::start(&engine, &config.source, stop.clone())?;
+
+    let auth_secret = match &config.auth_secret {
+        Some(s) => s.clone(),
+        None => {
+            let s = crate::auth::random_secret().context("cannot generate an auth secret")?;
+            tracing::warn!(
+                "auth: demo mode, tokens are signed with a random secret for this run only: {s} \
+                 (set --auth-secret or MARQUEE_AUTH_SECRET to keep tokens across restarts)"
+            );
+            s
+        }
+    };
+    let hub = Arc::new(Hub::with_private_ring(engine.clone(), config.user_ring));
+    let data_dir = config.auction.data_dir.clone();
+    let (house, workers) = AuctionHouse::open(config.auction.clone(), hub.clone())
+        .with_context(|| format!("cannot open the auction data in {}", data_dir.display()))?;
+    let mut lot_threads = Vec::new();
+    for (i, w) in workers.into_iter().enumerate() {
+        let stop = stop.clone();
+        lot_threads.push(std::thread::Builder::new().name(format!("lot-worker-{i}")).spawn(move || w.run(&stop))?);
+    }
+    tracing::info!(
+        "auction: {} lots in {} ({} lot workers)",
+        house.lots().len(),
+        data_dir.display(),
+        lot_threads.len()
+    );
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -52,8 +89,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         rejected: AtomicU64::new(0),
         max_connections,
         shutdown: shutdown_rx,
+        auth: Auth::new(auth_secret.into_bytes()),
+        hub,
+        house,
+        limiter: RateLimiter::new(config.bid_rate, config.bid_burst),
     });
-    let app = Router::new().route("/ws", get(ws::upgrade)).merge(http::routes()).with_state(state.clone());
+    let app = Router::new()
+        .route("/ws", get(ws::upgrade))
+        .merge(auction::routes())
+        .merge(http::routes())
+        .with_state(state.clone());
 
     let source = match &config.source {
         Source::Synthetic { tick_rate, seed } => format!("synthetic market ({tick_rate} ticks/s, seed {seed})"),

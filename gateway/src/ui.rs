@@ -10,6 +10,9 @@ const FILES: &[(&str, &str, &str)] = &[
     ("/style.css", "text/css; charset=utf-8", include_str!("../ui/style.css")),
     ("/app.js", "text/javascript; charset=utf-8", include_str!("../ui/app.js")),
     ("/conn.js", "text/javascript; charset=utf-8", include_str!("../ui/conn.js")),
+    ("/auction.html", "text/html; charset=utf-8", include_str!("../ui/auction.html")),
+    ("/auction", "text/html; charset=utf-8", include_str!("../ui/auction.html")),
+    ("/auction.js", "text/javascript; charset=utf-8", include_str!("../ui/auction.js")),
     ("/sparkline.js", "text/javascript; charset=utf-8", include_str!("../ui/sparkline.js")),
 ];
 

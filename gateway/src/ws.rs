@@ -6,11 +6,12 @@
 
 use crate::server::AppState;
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::http::StatusCode;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
-use marquee_engine::{CloseReason, Encoding, Session};
+use marquee_engine::{AppOp, CloseReason, Encoding, Identity, Session};
+use std::collections::HashMap;
 use std::future::poll_fn;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -25,7 +26,31 @@ pub const JSON_PROTOCOL: &str = "marquee.json";
 /// smaller oversized frames with a `frame_too_large` error and keeps the connection.
 const HARD_MAX_MESSAGE: usize = 1 << 20;
 
-pub async fn upgrade(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
+/// The token of an upgrade request: `Authorization: Bearer` or `?access_token=` (browsers cannot set headers).
+fn upgrade_token<'a>(headers: &'a HeaderMap, query: &'a HashMap<String, String>) -> Option<&'a str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or(query.get("access_token").map(String::as_str))
+}
+
+pub async fn upgrade(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let identity = match upgrade_token(&headers, &query) {
+        None => Identity::default(),
+        Some(token) => match crate::auction::verify(&state, token) {
+            Ok(c) => {
+                crate::auction::ensure_user_topic(&state, &c.sub);
+                Identity { user: Some(c.sub), publisher: c.role == crate::auth::Role::Publisher }
+            }
+            Err(e) => return axum::response::IntoResponse::into_response(e),
+        },
+    };
     let prev = state.connections.fetch_add(1, Ordering::AcqRel);
     if prev >= state.max_connections {
         state.connections.fetch_sub(1, Ordering::AcqRel);
@@ -48,7 +73,7 @@ pub async fn upgrade(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -
                 Some(p) if p == BINARY_PROTOCOL.as_bytes() => Encoding::Binary,
                 _ => Encoding::Json,
             };
-            serve_socket(socket, &guard.0, encoding).await;
+            serve_socket(socket, &guard.0, encoding, identity).await;
             drop(guard);
         })
 }
@@ -62,9 +87,38 @@ impl Drop for ConnGuard {
     }
 }
 
-async fn serve_socket(mut socket: WebSocket, state: &AppState, encoding: Encoding) {
+type OpResult = (u64, Result<String, (&'static str, String)>);
+
+/// Starts the ops the session handed over (bids, publishes); their answers come back on `done`.
+fn start_ops(session: &mut Session, state: &Arc<AppState>, done: &tokio::sync::mpsc::UnboundedSender<OpResult>) {
+    while let Some(op) = session.poll_op() {
+        match op {
+            AppOp::Bid { id, user, lot, amount, key } => {
+                let (state, done) = (state.clone(), done.clone());
+                tokio::spawn(async move {
+                    let r = crate::auction::submit_bid(&state, &user, &lot, &amount, &key).await;
+                    let r = r
+                        .map(|a| {
+                            serde_json::json!({"bid_id": a.bid_id, "key": key, "replayed": a.replayed}).to_string()
+                        })
+                        .map_err(|e| (e.code, e.message));
+                    let _ = done.send((id, r));
+                });
+            }
+            AppOp::Publish { id, frame } => {
+                let r = crate::auction::ws_publish(state, &frame).map_err(|e| (e.code, e.message));
+                session.handle_op_result(id, r.as_deref().map_err(|(c, m)| (*c, m.as_str())));
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn serve_socket(mut socket: WebSocket, state: &Arc<AppState>, encoding: Encoding, identity: Identity) {
     let cfg = &state.config;
     let mut session = Session::new(state.engine.clone(), encoding, cfg.session);
+    session.set_identity(identity);
+    let (ops_tx, mut ops_rx) = tokio::sync::mpsc::unbounded_channel::<OpResult>();
     let signal = session.signal().clone();
     let mut shutdown = state.shutdown.clone();
     let mut ping = interval(cfg.ping_interval);
@@ -99,10 +153,12 @@ async fn serve_socket(mut socket: WebSocket, state: &AppState, encoding: Encodin
                 Some(Ok(Message::Text(t))) => {
                     last_heard = Instant::now();
                     session.handle_frame(t.as_bytes(), last_heard);
+                    start_ops(&mut session, state, &ops_tx);
                 }
                 Some(Ok(Message::Binary(b))) => {
                     last_heard = Instant::now();
                     session.handle_frame(&b, last_heard);
+                    start_ops(&mut session, state, &ops_tx);
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => last_heard = Instant::now(),
                 Some(Ok(Message::Close(_))) | None => return,
@@ -111,6 +167,9 @@ async fn serve_socket(mut socket: WebSocket, state: &AppState, encoding: Encodin
                     return;
                 }
             },
+            Some((id, r)) = ops_rx.recv() => {
+                session.handle_op_result(id, r.as_deref().map_err(|(c, m)| (*c, m.as_str())));
+            }
             _ = poll_fn(|cx| signal.poll_ready(cx)) => {}
             _ = ping.tick() => {
                 if last_heard.elapsed() > cfg.idle_timeout {

@@ -32,16 +32,20 @@ export function nowMs() {
 
 /**
  * Events passed to `onEvent(ev, recvMs)` are every element of every batch,
- * in order. `onStatus(status)` gets 'connecting' | 'live' | 'reconnecting'.
- * `onError(ev, request)` gets server error events, with the request that
- * caused them when the error carries a known `id`.
+ * in order: ticks, snapshots, gaps and named events (`lot_update`,
+ * `bid_result`, ...). `onStatus(status)` gets 'connecting' | 'live' |
+ * 'reconnecting'. `onError(ev, request)` gets server error events, with the
+ * request that caused them when the error carries a known `id`; `onAck(ev,
+ * request)` gets acks (a `bid` ack carries its `bid_id`).
  */
 export class Connection {
-  constructor({ url = wsUrl(), onEvent, onStatus, onError } = {}) {
+  constructor({ url = wsUrl(), onEvent, onStatus, onError, onAck } = {}) {
     this.url = url;
     this.onEvent = onEvent || (() => {});
     this.onStatus = onStatus || (() => {});
     this.onError = onError || (() => {});
+    this.onAck = onAck || (() => {});
+    this.stopped = false;
     this.topics = new Set();     // what we want to be subscribed to
     this.lastSeen = new Map();   // topic -> {epoch, seq}
     this.pending = new Map();    // request id -> request object (until ack/error)
@@ -59,6 +63,16 @@ export class Connection {
   start() {
     this.setStatus('connecting');
     this.open();
+  }
+
+  /** Closes the socket for good (no reconnect). */
+  stop() {
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+    clearInterval(this.pingTimer);
+    const ws = this.ws;
+    this.ws = null;
+    if (ws) try { ws.close(); } catch { /* ignore */ }
   }
 
   setStatus(s) {
@@ -113,6 +127,7 @@ export class Connection {
   }
 
   scheduleReconnect() {
+    if (this.stopped) return;
     this.setStatus(this.everOpen ? 'reconnecting' : 'connecting');
     const base = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** this.attempt);
     this.attempt = Math.min(this.attempt + 1, 16);
@@ -139,8 +154,26 @@ export class Connection {
   handle(ev, recvMs) {
     if (!ev || typeof ev !== 'object') return;
     switch (ev.type) {
-      case 'tick':
-      case 'snapshot': {
+      case 'gap':
+        this.gaps++;
+        this.onEvent(ev, recvMs);
+        return;
+      case 'ack':
+      case 'pong': {
+        const req = this.pending.get(ev.id);
+        this.pending.delete(ev.id);
+        if (ev.type === 'ack') this.onAck(ev, req);
+        return;
+      }
+      case 'error': {
+        const req = this.pending.get(ev.id);
+        this.pending.delete(ev.id);
+        this.onError(ev, req);
+        return;
+      }
+      default: {
+        // A tick, a snapshot or a named event: every one carries topic, epoch and seq.
+        if (typeof ev.topic !== 'string') return;
         if (!this.topics.has(ev.topic)) return; // in flight after an unsubscribe
         const last = this.lastSeen.get(ev.topic);
         const fresh = ev.type === 'snapshot' && ev.recovered === false;
@@ -153,22 +186,6 @@ export class Connection {
         this.onEvent(ev, recvMs);
         return;
       }
-      case 'gap':
-        this.gaps++;
-        this.onEvent(ev, recvMs);
-        return;
-      case 'ack':
-      case 'pong':
-        this.pending.delete(ev.id);
-        return;
-      case 'error': {
-        const req = this.pending.get(ev.id);
-        this.pending.delete(ev.id);
-        this.onError(ev, req);
-        return;
-      }
-      default:
-        return;
     }
   }
 

@@ -14,12 +14,14 @@ use std::time::{Duration, Instant};
 struct Server {
     child: Child,
     addr: String,
+    data: std::path::PathBuf,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data);
     }
 }
 
@@ -56,7 +58,7 @@ fn start_server(bin: &Path, rate: f64) -> anyhow::Result<Server> {
         };
         if let Some(rest) = line.split("listening on http://").nth(1) {
             let addr = rest.split_whitespace().next().unwrap_or_default().to_owned();
-            return Ok(Server { child, addr });
+            return Ok(Server { child, addr, data });
         }
     }
 }

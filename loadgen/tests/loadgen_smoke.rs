@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 fn start_server(extra: &[&str]) -> String {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr = format!("127.0.0.1:{port}");
-    let mut args = vec!["marquee", "--listen", &addr];
+    // Each server gets its own auction data directory (a directory is locked by the server that uses it).
+    let data = tmp(&format!("data-{port}"));
+    let data = data.to_str().unwrap();
+    let mut args = vec!["marquee", "--listen", &addr, "--data-dir", data];
     args.extend_from_slice(extra);
     let config = marquee_gateway::Config::from_cli(marquee_gateway::Cli::parse_from(args)).unwrap();
     std::thread::spawn(move || {

@@ -6,7 +6,9 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -17,19 +19,43 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// A running server; killed on drop.
+/// A running server; killed on drop (its data directory is removed then, unless it was given one).
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
     pub log: mpsc::Receiver<String>,
+    own_data_dir: Option<PathBuf>,
+}
+
+/// The secret e2e servers sign tokens with.
+pub const TEST_SECRET: &str = "e2e-test-secret-0123456789";
+
+/// A fresh, empty directory under the system temp dir.
+pub fn temp_data_dir(name: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("marquee-e2e-{name}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
 }
 
 impl Server {
-    /// Starts `marquee <args> --listen 127.0.0.1:0` and waits for its "listening on" line.
+    /// Starts `marquee <args> --listen 127.0.0.1:0` with a fresh data directory and waits for its "listening
+    /// on" line.
     pub fn start(args: &[&str]) -> Server {
+        let dir = temp_data_dir("server");
+        let mut s = Server::start_in(&dir, args);
+        s.own_data_dir = Some(dir);
+        s
+    }
+
+    /// Starts the server on an existing data directory (kept on drop).
+    pub fn start_in(data_dir: &Path, args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_marquee"))
             .args(args)
-            .args(["--listen", "127.0.0.1:0", "--log", "info"])
+            .args(["--listen", "127.0.0.1:0", "--log", "info", "--auth-secret", TEST_SECRET])
+            .arg("--data-dir")
+            .arg(data_dir)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -58,7 +84,7 @@ impl Server {
                 }
             }
         };
-        Server { child, addr, log: rx }
+        Server { child, addr, log: rx, own_data_dir: None }
     }
 
     pub fn ws_url(&self) -> String {
@@ -70,6 +96,9 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(d) = &self.own_data_dir {
+            let _ = std::fs::remove_dir_all(d);
+        }
     }
 }
 
@@ -153,4 +182,97 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String, String) {
 /// Now as Unix nanoseconds.
 pub fn now_ns() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64
+}
+
+/// One HTTP request over a fresh connection: (status, JSON body or `Value::Null` when not JSON).
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, Value) {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()));
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf))
+        .await
+        .expect("answer within 20 s")
+        .expect("read");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a response");
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// `POST /api/login` for `name`: the token.
+pub async fn login(addr: SocketAddr, name: &str) -> String {
+    let (status, v) = http(addr, "POST", "/api/login", None, &[], Some(&format!("{{\"name\":\"{name}\"}}"))).await;
+    assert_eq!(status, 200, "{v}");
+    v["token"].as_str().unwrap().to_owned()
+}
+
+/// `POST /api/lots/{lot}/bids`.
+pub async fn post_bid(addr: SocketAddr, token: &str, lot: &str, key: &str, amount: &str) -> (u16, Value) {
+    let body = format!("{{\"amount\":\"{amount}\"}}");
+    http(addr, "POST", &format!("/api/lots/{lot}/bids"), Some(token), &[("Idempotency-Key", key)], Some(&body)).await
+}
+
+/// Opens a WebSocket authenticated with `?access_token=`.
+pub async fn connect_as(server: &Server, token: &str) -> Ws {
+    let url = format!("{}?access_token={token}", server.ws_url());
+    let (ws, _) = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(url))
+        .await
+        .expect("connect within 10 s")
+        .expect("websocket handshake");
+    ws
+}
+
+/// The type of a live event, or of the event a snapshot carries.
+pub fn event_type(e: &Value) -> &str {
+    if e["type"] == "snapshot" { e["event"].as_str().unwrap_or("snapshot") } else { e["type"].as_str().unwrap_or("") }
+}
+
+/// A WebSocket that keeps the events after a match for the next wait (unlike [`events_until`]).
+pub struct Inbox {
+    pub ws: Ws,
+    buf: std::collections::VecDeque<Value>,
+}
+
+impl Inbox {
+    pub fn new(ws: Ws) -> Inbox {
+        Inbox { ws, buf: Default::default() }
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        send(&mut self.ws, v).await;
+    }
+
+    /// Events up to and including the first for which `pred` holds; panics after `secs`.
+    pub async fn until(&mut self, secs: u64, mut pred: impl FnMut(&Value) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let mut out = Vec::new();
+        loop {
+            while let Some(e) = self.buf.pop_front() {
+                let done = pred(&e);
+                out.push(e);
+                if done {
+                    return out;
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now()).as_secs().max(1);
+            assert!(Instant::now() < deadline, "condition not met within {secs} s; got {out:?}");
+            self.buf.extend(next_batch(&mut self.ws, left).await);
+        }
+    }
 }
