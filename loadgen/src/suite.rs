@@ -29,6 +29,8 @@ fn start_server(bin: &Path, rate: f64) -> anyhow::Result<Server> {
     if !bin.exists() {
         bail!("{} not found: build it first with `cargo build --release` or pass --server-bin", bin.display());
     }
+    // A fresh auction data directory per run: the server locks the one it uses.
+    let data = std::env::temp_dir().join(format!("loadgen-suite-{}-{}", std::process::id(), crate::fanout::now_ns()));
     let mut child = Command::new(bin)
         .args([
             "--listen",
@@ -38,6 +40,8 @@ fn start_server(bin: &Path, rate: f64) -> anyhow::Result<Server> {
             "--log",
             "warn,marquee_gateway::server=info",
         ])
+        .arg("--data-dir")
+        .arg(&data)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
