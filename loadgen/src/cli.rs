@@ -33,6 +33,8 @@ pub enum Command {
     TcpBaseline(TcpBaselineArgs),
     /// The NATS peer: starts nats-server, publishes the same tick workload and measures N async-nats subscribers.
     Nats(NatsArgs),
+    /// Auction bids: POST to the pushed outcome against polling the bid's status, and bids/s with fsync on.
+    Auction(AuctionArgs),
     /// The standard comparison in one run: push (binary), push (JSON), polling at several intervals, and NATS.
     Suite(SuiteArgs),
 }
@@ -154,6 +156,29 @@ pub struct NatsArgs {
     /// Connections opened at once while connecting.
     #[arg(long, default_value_t = 128)]
     pub connect_concurrency: usize,
+}
+
+#[derive(Debug, Clone, Args, serde::Serialize)]
+pub struct AuctionArgs {
+    /// HTTP base URL of a server with demo lots and no effective bid limit (`--bid-rate 1000000 --bid-burst 1000000`).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub target: String,
+    /// Bidders (each logged in, each with a WebSocket on its `users.<name>` topic).
+    #[arg(long, default_value_t = 20)]
+    pub users: usize,
+    /// Bids per second in the push phase, on a constant schedule.
+    #[arg(long, default_value_t = 200.0)]
+    pub rate: f64,
+    /// Length of the push phase and of the throughput phase.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[serde(serialize_with = "report::ser_duration")]
+    pub duration: Duration,
+    /// Bids followed by polling, per polling interval.
+    #[arg(long, default_value_t = 50)]
+    pub poll_bids: usize,
+    /// Closed-loop clients in the throughput phase.
+    #[arg(long, default_value_t = 32)]
+    pub clients: usize,
 }
 
 #[derive(Debug, Clone, Args, serde::Serialize)]

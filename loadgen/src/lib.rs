@@ -6,6 +6,7 @@
 //! (`marquee_engine::codec`) instead of a second copy of the protocol.
 #![forbid(unsafe_code)]
 
+pub mod auction;
 pub mod cli;
 pub mod fanout;
 pub mod http1;
@@ -47,6 +48,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Nats(a) => {
             let r = nats::run(a, &ctx).await?;
             report::write(&ctx, "nats", &[r])?;
+        }
+        Command::Auction(a) => {
+            let r = auction::run(a, &ctx).await?;
+            report::write(&ctx, "auction", &r)?;
         }
         Command::Suite(a) => suite::run(a, &ctx).await?,
     }

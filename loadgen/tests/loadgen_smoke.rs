@@ -115,3 +115,33 @@ fn loadgen_nats_peer_smoke() {
     assert!(r["deliveries"].as_u64().unwrap() > 0, "{r}");
     assert!(r["latency_us"]["count"].as_u64().unwrap() > 0);
 }
+
+#[test]
+fn loadgen_auction_smoke() {
+    let addr = start_server(&["--bid-rate", "1000000", "--bid-burst", "1000000"]);
+    let http = format!("http://{addr}");
+    let v = loadgen(
+        &tmp("auction"),
+        &[
+            "auction",
+            "--target",
+            &http,
+            "--users",
+            "3",
+            "--rate",
+            "20",
+            "--duration",
+            "1s",
+            "--poll-bids",
+            "3",
+            "--clients",
+            "2",
+        ],
+    );
+    let names: Vec<&str> = v["results"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["auction-push", "auction-poll-100ms", "auction-poll-1s", "auction-throughput"]);
+    let push = &v["results"][0];
+    assert!(push["latency_us"]["count"].as_u64().unwrap() > 0, "pushed bid results were timed: {push}");
+    assert!(v["results"][1]["latency_us"]["count"].as_u64().unwrap() > 0);
+    assert!(v["results"][3]["deliveries_per_s"].as_f64().unwrap() > 0.0);
+}

@@ -1,15 +1,14 @@
-//! Auction benchmark (for the loadgen `auction` scenario to pick up): how long from `POST /api/lots/{id}/bids` to
-//! the pushed `bid_result`, against the same bid followed by polling `GET /api/bids/{key}` every 100 ms and every
-//! 1 s; and how many bids per second the journal sustains with its fsync on.
-//!
-//! ```sh
-//! cargo run --release -- --bid-rate 1000000 --bid-burst 1000000 &
-//! cargo run --release -p marquee-gateway --example auction_bench -- --url http://127.0.0.1:8080
-//! ```
+//! The auction scenario: how long from `POST /api/lots/{id}/bids` to the pushed `bid_result`, against the same
+//! bid followed by polling `GET /api/bids/{key}` every 100 ms and every 1 s; and how many bids per second the
+//! journal sustains with its fsync on (closed-loop clients), with the mean group-commit size from `/metrics`.
 //!
 //! Push latency is measured from each bid's *scheduled* send time at a constant rate (no coordinated omission).
-//! Prints a Markdown report. Needs a server with the demo lots (the default) and no effective bid rate limit.
+//! The server needs its demo lots (the default) and no effective bid rate limit
+//! (`--bid-rate 1000000 --bid-burst 1000000`).
 
+use crate::cli::AuctionArgs;
+use crate::report::{Context, Latency, ScenarioResult, new_histogram};
+use anyhow::{Context as _, bail};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -22,34 +21,69 @@ use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::Message;
 
-struct Args {
-    addr: SocketAddr,
-    users: usize,
-    rate: f64,
-    secs: u64,
-    poll_bids: usize,
-    clients: usize,
+impl AuctionArgs {
+    fn addr(&self) -> SocketAddr {
+        crate::http1::addr_of(&self.target).expect("checked in run")
+    }
 }
 
-fn parse_args() -> Args {
-    let mut a =
-        Args { addr: "127.0.0.1:8080".parse().unwrap(), users: 20, rate: 200.0, secs: 10, poll_bids: 50, clients: 32 };
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    for pair in argv.chunks(2) {
-        let v = pair.get(1).map(String::as_str).unwrap_or("");
-        match pair[0].as_str() {
-            "--url" => {
-                a.addr = v.trim_start_matches("http://").trim_end_matches('/').parse().expect("--url http://HOST:PORT")
-            }
-            "--users" => a.users = v.parse().expect("--users N"),
-            "--rate" => a.rate = v.parse().expect("--rate BIDS_PER_S"),
-            "--secs" => a.secs = v.parse().expect("--secs N"),
-            "--poll-bids" => a.poll_bids = v.parse().expect("--poll-bids N"),
-            "--clients" => a.clients = v.parse().expect("--clients N"),
-            other => panic!("unknown flag {other}; flags: --url --users --rate --secs --poll-bids --clients"),
-        }
+fn latency_ms(name: &str, a: &AuctionArgs, v: &[f64]) -> anyhow::Result<ScenarioResult> {
+    let mut h = new_histogram();
+    for ms in v {
+        h.saturating_record(((ms * 1000.0) as u64).max(1));
     }
-    a
+    Ok(ScenarioResult {
+        name: name.into(),
+        params: serde_json::to_value(a)?,
+        deliveries: v.len() as u64,
+        latency_us: Latency::from_histogram(&h),
+        ..ScenarioResult::default()
+    })
+}
+
+pub async fn run(a: &AuctionArgs, _ctx: &Context) -> anyhow::Result<Vec<ScenarioResult>> {
+    let addr = crate::http1::addr_of(&a.target)?;
+    let lots = tokio::time::timeout(Duration::from_secs(5), open_lots(addr))
+        .await
+        .with_context(|| format!("no answer from {addr} within 5 s"))?;
+    if lots.is_empty() {
+        bail!("no open lot at {addr}");
+    }
+    let mut users = Vec::new();
+    for i in 0..a.users {
+        let name = format!("bench{i}");
+        let body = json!({ "name": name }).to_string();
+        let (s, v) = http(addr, "POST", "/api/login", None, None, &body).await.context("login")?;
+        anyhow::ensure!(s == 200, "login returned {s}: {v}");
+        users.push((name, v["token"].as_str().unwrap_or_default().to_owned()));
+    }
+    let (n, errors, push) = push_phase(a, &users, &lots).await;
+    let poll_100 = poll_phase(a, &users[0].1, &lots, 100).await;
+    let poll_1000 = poll_phase(a, &users[0].1, &lots, 1000).await;
+    let (rate, group) = throughput_phase(a, &users, &lots).await;
+    let mut push_r = latency_ms("auction-push", a, &push)?;
+    push_r.clients = a.users;
+    push_r.errors = errors;
+    push_r.notes.push(format!(
+        "{n} bids at {} bids/s over {} lots; latency = scheduled POST to pushed bid_result",
+        a.rate,
+        lots.len()
+    ));
+    let mut p100 = latency_ms("auction-poll-100ms", a, &poll_100)?;
+    p100.notes.push("latency = POST to the first poll that is no longer pending".into());
+    let p1000 = latency_ms("auction-poll-1s", a, &poll_1000)?;
+    let tput = ScenarioResult {
+        name: "auction-throughput".into(),
+        params: serde_json::to_value(a)?,
+        clients: a.clients,
+        deliveries_per_s: rate,
+        notes: vec![format!(
+            "{rate:.0} bids/s answered 202 by {} closed-loop clients with fsync on; mean group commit {group:.1} bids per fdatasync",
+            a.clients
+        )],
+        ..ScenarioResult::default()
+    };
+    Ok(vec![push_r, p100, p1000, tput])
 }
 
 async fn http(
@@ -81,16 +115,6 @@ async fn http(
     Ok((status, serde_json::from_str(body).unwrap_or(Value::Null)))
 }
 
-/// A Markdown row with the sample's percentiles, in ms.
-fn summary(name: &str, mut v: Vec<f64>) -> String {
-    if v.is_empty() {
-        return format!("| {name} | 0 | – | – | – | – |");
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let p = |q: f64| v[((v.len() as f64 * q) as usize).min(v.len() - 1)];
-    format!("| {name} | {} | {:.2} | {:.2} | {:.2} | {:.2} |", v.len(), p(0.5), p(0.99), p(0.999), v[v.len() - 1])
-}
-
 /// Amounts above every earlier bid (step 100, above any increment), so bids pass the increment check on any lot.
 static NEXT_AMOUNT: AtomicU64 = AtomicU64::new(10_000);
 static NEXT_KEY: AtomicU64 = AtomicU64::new(0);
@@ -102,7 +126,7 @@ fn next_bid() -> (String, String) {
 }
 
 async fn open_lots(addr: SocketAddr) -> Vec<String> {
-    let (_, lots) = http(addr, "GET", "/api/lots", None, None, "").await.expect("GET /api/lots");
+    let Ok((_, lots)) = http(addr, "GET", "/api/lots", None, None, "").await else { return Vec::new() };
     let lots = lots.as_array().cloned().unwrap_or_default();
     lots.iter().filter(|l| l["state"] == "open").filter_map(|l| l["lot"].as_str().map(str::to_owned)).collect()
 }
@@ -119,14 +143,16 @@ async fn metric(addr: SocketAddr, name: &str) -> f64 {
 }
 
 /// Phase 1: bids at a constant rate; latency from each bid's scheduled time to its pushed `bid_result`.
-async fn push_phase(a: &Args, users: &[(String, String)], lots: &[String]) -> (u64, u64, Vec<f64>) {
+async fn push_phase(a: &AuctionArgs, users: &[(String, String)], lots: &[String]) -> (u64, u64, Vec<f64>) {
     let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let push_lat: Arc<Mutex<Vec<f64>>> = Arc::default();
     for (name, token) in users {
-        let url = format!("ws://{}/ws?access_token={token}", a.addr);
-        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("websocket");
+        let url = format!("ws://{}/ws?access_token={token}", a.addr());
+        let Ok((mut ws, _)) = tokio_tungstenite::connect_async(url).await else { continue };
         let sub = json!({"op":"subscribe","id":1,"topics":[format!("users.{name}")]});
-        ws.send(Message::text(sub.to_string())).await.expect("subscribe");
+        if ws.send(Message::text(sub.to_string())).await.is_err() {
+            continue;
+        }
         let (sent, push_lat) = (sent.clone(), push_lat.clone());
         tokio::spawn(async move {
             while let Some(Ok(msg)) = ws.next().await {
@@ -146,7 +172,7 @@ async fn push_phase(a: &Args, users: &[(String, String)], lots: &[String]) -> (u
         });
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let n = (a.rate * a.secs as f64) as u64;
+    let n = (a.rate * a.duration.as_secs_f64()) as u64;
     let start = Instant::now();
     let errors = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -155,7 +181,7 @@ async fn push_phase(a: &Args, users: &[(String, String)], lots: &[String]) -> (u
         tokio::time::sleep_until(due.into()).await;
         let token = users[i as usize % users.len()].1.clone();
         let lot = lots[i as usize % lots.len()].clone();
-        let (sent, errors, addr) = (sent.clone(), errors.clone(), a.addr);
+        let (sent, errors, addr) = (sent.clone(), errors.clone(), a.addr());
         tasks.push(tokio::spawn(async move {
             let (amount, key) = next_bid();
             sent.lock().await.insert(key.clone(), due);
@@ -176,10 +202,10 @@ async fn push_phase(a: &Args, users: &[(String, String)], lots: &[String]) -> (u
 }
 
 /// Phase 2: the same bid, then polling its status every `interval_ms` until it is no longer pending.
-async fn poll_phase(a: &Args, token: &str, lots: &[String], interval_ms: u64) -> Vec<f64> {
+async fn poll_phase(a: &AuctionArgs, token: &str, lots: &[String], interval_ms: u64) -> Vec<f64> {
     let mut waits = Vec::new();
     for i in 0..a.poll_bids {
-        let (token, lot, addr) = (token.to_owned(), lots[i % lots.len()].clone(), a.addr);
+        let (token, lot, addr) = (token.to_owned(), lots[i % lots.len()].clone(), a.addr());
         let phase_ms = (i as u64 * interval_ms) / a.poll_bids.max(1) as u64;
         waits.push(tokio::spawn(async move {
             let (amount, key) = next_bid();
@@ -214,14 +240,14 @@ async fn poll_phase(a: &Args, token: &str, lots: &[String], interval_ms: u64) ->
 }
 
 /// Phase 3: closed-loop clients for `secs`; bids answered 202 per second and the mean group-commit size.
-async fn throughput_phase(a: &Args, users: &[(String, String)], lots: &[String]) -> (f64, f64) {
-    let bids0 = metric(a.addr, "marquee_auction_bids_journaled_total").await;
-    let syncs0 = metric(a.addr, "marquee_auction_journal_syncs_total").await;
+async fn throughput_phase(a: &AuctionArgs, users: &[(String, String)], lots: &[String]) -> (f64, f64) {
+    let bids0 = metric(a.addr(), "marquee_auction_bids_journaled_total").await;
+    let syncs0 = metric(a.addr(), "marquee_auction_journal_syncs_total").await;
     let ok = Arc::new(AtomicU64::new(0));
-    let stop_at = Instant::now() + Duration::from_secs(a.secs);
+    let stop_at = Instant::now() + a.duration;
     let mut clients = Vec::new();
     for c in 0..a.clients {
-        let (token, ok, addr, lots) = (users[c % users.len()].1.clone(), ok.clone(), a.addr, lots.to_vec());
+        let (token, ok, addr, lots) = (users[c % users.len()].1.clone(), ok.clone(), a.addr(), lots.to_vec());
         clients.push(tokio::spawn(async move {
             let mut i = c;
             while Instant::now() < stop_at {
@@ -238,42 +264,9 @@ async fn throughput_phase(a: &Args, users: &[(String, String)], lots: &[String])
     for c in clients {
         let _ = c.await;
     }
-    let bids1 = metric(a.addr, "marquee_auction_bids_journaled_total").await;
-    let syncs1 = metric(a.addr, "marquee_auction_journal_syncs_total").await;
-    let rate = ok.load(Ordering::Relaxed) as f64 / a.secs as f64;
+    let bids1 = metric(a.addr(), "marquee_auction_bids_journaled_total").await;
+    let syncs1 = metric(a.addr(), "marquee_auction_journal_syncs_total").await;
+    let rate = ok.load(Ordering::Relaxed) as f64 / a.duration.as_secs_f64();
     let group = if syncs1 > syncs0 { (bids1 - bids0) / (syncs1 - syncs0) } else { 0.0 };
     (rate, group)
-}
-
-#[tokio::main]
-async fn main() {
-    let a = parse_args();
-    let lots = open_lots(a.addr).await;
-    assert!(!lots.is_empty(), "no open lot at {}", a.addr);
-    let mut users = Vec::new();
-    for i in 0..a.users {
-        let name = format!("bench{i}");
-        let body = json!({ "name": name }).to_string();
-        let (s, v) = http(a.addr, "POST", "/api/login", None, None, &body).await.expect("login");
-        assert_eq!(s, 200, "{v}");
-        users.push((name, v["token"].as_str().unwrap_or_default().to_owned()));
-    }
-    let (n, errors, push) = push_phase(&a, &users, &lots).await;
-    let poll_100 = poll_phase(&a, &users[0].1, &lots, 100).await;
-    let poll_1000 = poll_phase(&a, &users[0].1, &lots, 1000).await;
-    let (rate, group) = throughput_phase(&a, &users, &lots).await;
-
-    println!("## Auction: POST to outcome (ms)\n");
-    println!(
-        "{} users, {} lots; push phase: {n} bids at {} bids/s ({errors} not answered 202)\n",
-        a.users,
-        lots.len(),
-        a.rate
-    );
-    println!("| path | n | p50 | p99 | p99.9 | max |\n|---|---|---|---|---|---|");
-    println!("{}", summary("POST → pushed bid_result", push));
-    println!("{}", summary("POST → polling every 100 ms", poll_100));
-    println!("{}", summary("POST → polling every 1 s", poll_1000));
-    println!("\n## Sustained bids/s (closed loop, {} clients, {} s, fsync on)\n", a.clients, a.secs);
-    println!("{rate:.0} bids/s answered 202; mean group commit {group:.1} bids per fdatasync");
 }
