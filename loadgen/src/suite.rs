@@ -33,6 +33,8 @@ fn start_server(bin: &Path, rate: f64) -> anyhow::Result<Server> {
     let data = std::env::temp_dir().join(format!("loadgen-suite-{}-{}", std::process::id(), crate::fanout::now_ns()));
     let mut child = Command::new(bin)
         .args([
+            "--quic",
+            "off",
             "--listen",
             "127.0.0.1:0",
             "--tick-rate",

@@ -14,7 +14,7 @@ fn start_server(extra: &[&str]) -> String {
     // Each server gets its own auction data directory (a directory is locked by the server that uses it).
     let data = tmp(&format!("data-{port}"));
     let data = data.to_str().unwrap();
-    let mut args = vec!["marquee", "--listen", &addr, "--data-dir", data];
+    let mut args = vec!["marquee", "--quic", "off", "--listen", &addr, "--data-dir", data];
     args.extend_from_slice(extra);
     let config = marquee_gateway::Config::from_cli(marquee_gateway::Cli::parse_from(args)).unwrap();
     std::thread::spawn(move || {

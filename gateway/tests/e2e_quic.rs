@@ -1,0 +1,221 @@
+//! End-to-end over QUIC: the real server, a quinn client that pins the certificate from `/api/quic/cert.pem`.
+
+mod common;
+
+use common::*;
+use quinn::crypto::rustls::QuicClientConfig;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One QUIC connection: the control stream and the server's push stream.
+struct Client {
+    conn: quinn::Connection,
+    control: quinn::SendStream,
+    push: Option<quinn::RecvStream>,
+    _endpoint: quinn::Endpoint,
+}
+
+async fn quic_addr(server: &Server) -> (SocketAddr, Value, String) {
+    let (status, _, body) = http_get(server.addr, "/api/quic").await;
+    assert_eq!(status, 200, "{body}");
+    let info: Value = serde_json::from_str(&body).unwrap();
+    let (status, _, pem) = http_get(server.addr, "/api/quic/cert.pem").await;
+    assert_eq!(status, 200);
+    (info["addr"].as_str().unwrap().parse().unwrap(), info, pem)
+}
+
+impl Client {
+    async fn connect(server: &Server, alpn: &str) -> Client {
+        let (addr, _, pem) = quic_addr(server).await;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![alpn.as_bytes().to_vec()];
+        let config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap()));
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        endpoint.set_default_client_config(config);
+        let conn = tokio::time::timeout(Duration::from_secs(10), endpoint.connect(addr, "localhost").unwrap())
+            .await
+            .expect("handshake within 10 s")
+            .expect("handshake");
+        let (control, _) = conn.open_bi().await.unwrap();
+        Client { conn, control, push: None, _endpoint: endpoint }
+    }
+
+    async fn send_raw(&mut self, bytes: &[u8]) {
+        self.control.write_all(bytes).await.unwrap();
+    }
+
+    async fn send(&mut self, op: Value) {
+        let body = op.to_string();
+        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(body.as_bytes());
+        self.send_raw(&frame).await;
+    }
+
+    /// The next batch on the push stream; panics after `secs`.
+    async fn next_batch(&mut self, secs: u64) -> Vec<Value> {
+        let read = async {
+            if self.push.is_none() {
+                self.push = Some(self.conn.accept_uni().await.expect("push stream"));
+            }
+            let push = self.push.as_mut().unwrap();
+            let mut len = [0u8; 4];
+            push.read_exact(&mut len).await.expect("length prefix");
+            let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+            push.read_exact(&mut body).await.expect("frame body");
+            body
+        };
+        let body = tokio::time::timeout(Duration::from_secs(secs), read)
+            .await
+            .unwrap_or_else(|_| panic!("no batch within {secs} s"));
+        let v: Value = serde_json::from_slice(&body).expect("batches are JSON");
+        v.as_array().expect("every batch is a JSON array").clone()
+    }
+
+    async fn until(&mut self, secs: u64, mut pred: impl FnMut(&Value) -> bool) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        let mut out = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now()).as_secs().max(1);
+            for e in self.next_batch(left).await {
+                let done = pred(&e);
+                out.push(e);
+                if done {
+                    return out;
+                }
+            }
+        }
+    }
+
+    /// The application error code the server closed the connection with.
+    async fn closed_code(&self) -> u64 {
+        let e = tokio::time::timeout(Duration::from_secs(10), self.conn.closed()).await.expect("closed within 10 s");
+        match e {
+            quinn::ConnectionError::ApplicationClosed(c) => c.error_code.into_inner(),
+            other => panic!("closed by {other}, not by the application"),
+        }
+    }
+}
+
+fn seq(e: &Value) -> u64 {
+    e["seq"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn e2e_quic_info_names_the_udp_address_and_fingerprint() {
+    let server = Server::start(&[]);
+    let (addr, info, pem) = quic_addr(&server).await;
+    assert!(addr.ip().is_loopback() && addr.port() != 0);
+    assert_eq!(info["alpns"], json!(["marquee.json/1", "marquee.bin/1"]));
+    assert_eq!(info["sha256"].as_str().unwrap().len(), 64);
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));
+    let off = Server::start(&["--quic", "off"]);
+    assert_eq!(http_get(off.addr, "/api/quic").await.0, 404);
+}
+
+#[tokio::test]
+async fn e2e_quic_subscribe_gets_ack_snapshot_then_increasing_seqs() {
+    let server = Server::start(&["--tick-rate", "5000"]);
+    let mut c = Client::connect(&server, "marquee.json/1").await;
+    c.send(json!({"op":"subscribe","id":1,"topics":["ticks.AAPL","ticks.MSFT"]})).await;
+    let first = c.next_batch(10).await;
+    assert_eq!(first[0], json!({"type":"ack","id":1}));
+    let mut last = std::collections::HashMap::new();
+    let mut n_ticks = 0;
+    let mut events = first[1..].to_vec();
+    while n_ticks < 100 {
+        for e in events.drain(..) {
+            let topic = e["topic"].as_str().unwrap().to_owned();
+            match e["type"].as_str().unwrap() {
+                "snapshot" => assert!(last.insert(topic, seq(&e)).is_none(), "one snapshot, first"),
+                "tick" => {
+                    let prev = last.insert(topic.clone(), seq(&e)).expect("snapshot before ticks");
+                    assert_eq!(seq(&e), prev + 1, "{topic}: seqs increase by one");
+                    n_ticks += 1;
+                }
+                other => panic!("unexpected event {other}: {e}"),
+            }
+        }
+        events = c.next_batch(10).await;
+    }
+    c.send(json!({"op":"ping","id":7})).await;
+    c.until(10, |e| e == &json!({"type":"pong","id":7})).await;
+}
+
+#[tokio::test]
+async fn e2e_quic_resume_with_since_after_reconnect() {
+    let server = Server::start(&["--tick-rate", "2000"]);
+    let mut c = Client::connect(&server, "marquee.json/1").await;
+    c.send(json!({"op":"subscribe","id":1,"topics":["ticks.NVDA"]})).await;
+    let evs = c.until(10, |e| e["type"] == "tick").await;
+    let last = evs.last().unwrap().clone();
+    c.conn.close(0u32.into(), b"bye");
+    drop(c);
+    let mut c = Client::connect(&server, "marquee.json/1").await;
+    let since = json!({"ticks.NVDA": {"epoch": last["epoch"], "seq": last["seq"]}});
+    c.send(json!({"op":"subscribe","id":2,"topics":["ticks.NVDA"],"since":since})).await;
+    let evs = c.until(10, |e| e["type"] == "tick").await;
+    assert_eq!(evs[0], json!({"type":"ack","id":2}));
+    assert_eq!(seq(evs.last().unwrap()), seq(&last) + 1, "resume starts right after the last tick seen: {evs:?}");
+}
+
+#[tokio::test]
+async fn e2e_quic_bad_input_closes_only_that_connection() {
+    let server = Server::start(&[]);
+    let mut good = Client::connect(&server, "marquee.json/1").await;
+    good.send(json!({"op":"subscribe","id":1,"topics":["ticks.AAPL"]})).await;
+    good.until(10, |e| e["type"] == "ack").await;
+
+    // Garbage inside a well-formed frame is the session's business: an error event, the connection stays.
+    let mut c = Client::connect(&server, "marquee.json/1").await;
+    let garbage = b"\x00\x00\x00\x05{{{{{";
+    c.send_raw(garbage).await;
+    let evs = c.until(10, |e| e["type"] == "error").await;
+    assert_eq!(evs.last().unwrap()["code"], "bad_json");
+    c.send(json!({"op":"fly","id":3})).await;
+    assert_eq!(c.until(10, |e| e["type"] == "error").await.last().unwrap()["code"], "unknown_op");
+
+    // An oversized length prefix closes the connection with 4009.
+    let mut big = Client::connect(&server, "marquee.json/1").await;
+    big.send_raw(&[0xff, 0xff, 0xff, 0xff]).await;
+    assert_eq!(big.closed_code().await, 4009);
+
+    // A frame cut short by the end of the stream: 4009 too.
+    let mut cut = Client::connect(&server, "marquee.json/1").await;
+    cut.send_raw(&[0, 0, 0, 9, b'{']).await;
+    cut.control.finish().unwrap();
+    assert_eq!(cut.closed_code().await, 4009);
+
+    // The well-behaved connection never noticed.
+    good.send(json!({"op":"ping","id":9})).await;
+    good.until(10, |e| e == &json!({"type":"pong","id":9})).await;
+}
+
+#[tokio::test]
+async fn e2e_quic_binary_alpn_sends_binary_batches() {
+    let server = Server::start(&[]);
+    let mut c = Client::connect(&server, "marquee.bin/1").await;
+    c.send(json!({"op":"subscribe","id":1,"topics":["ticks.AAPL"]})).await;
+    if c.push.is_none() {
+        c.push = Some(c.conn.accept_uni().await.unwrap());
+    }
+    let push = c.push.as_mut().unwrap();
+    let mut len = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(10), push.read_exact(&mut len)).await.unwrap().unwrap();
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    push.read_exact(&mut body).await.unwrap();
+    assert!(!body.is_empty());
+    assert!(serde_json::from_slice::<Value>(&body).is_err(), "binary encoding, not JSON");
+}
