@@ -42,6 +42,9 @@ pub struct SessionConfig {
     pub max_errors: u32,
     /// See `max_errors`.
     pub error_window: Duration,
+    /// The transport can carry datagrams (QUIC): `subscribe` may ask for `"datagrams": true`, and the adapter
+    /// calls [`Session::poll_datagram`]. Off, such a subscribe is refused with `bad_request`.
+    pub datagrams: bool,
 }
 
 impl Default for SessionConfig {
@@ -51,6 +54,7 @@ impl Default for SessionConfig {
             max_frame_bytes: 64 * 1024,
             max_errors: 20,
             error_window: Duration::from_secs(10),
+            datagrams: false,
         }
     }
 }
@@ -161,6 +165,9 @@ struct Op {
     amount: Option<serde_json::Value>,
     #[serde(default)]
     key: Option<String>,
+    /// `subscribe`: send this subscription's ticks as datagrams.
+    #[serde(default)]
+    datagrams: bool,
 }
 
 /// One connection's protocol state.
@@ -174,6 +181,8 @@ pub struct Session {
     last_drain_messages: u64,
     identity: Identity,
     ops: std::collections::VecDeque<AppOp>,
+    /// The datagram being built by [`Session::poll_datagram`].
+    datagram: BatchWriter,
 }
 
 impl fmt::Debug for Session {
@@ -195,6 +204,7 @@ impl Session {
             last_drain_messages: 0,
             identity: Identity::default(),
             ops: Default::default(),
+            datagram: BatchWriter::new(encoding),
         }
     }
 
@@ -270,6 +280,9 @@ impl Session {
         let Some(names) = op.topics.filter(|t| !t.is_empty()) else {
             return self.error(op.id, code::BAD_REQUEST, "subscribe needs a non-empty \"topics\" array", now);
         };
+        if op.datagrams && !self.config.datagrams {
+            return self.error(op.id, code::BAD_REQUEST, "\"datagrams\" needs a QUIC connection", now);
+        }
         let engine = self.sub.engine().clone();
         // All or nothing: check every name before subscribing to any.
         let mut topics = Vec::with_capacity(names.len());
@@ -295,10 +308,13 @@ impl Session {
         }
         for t in topics {
             let since = op.since.as_ref().and_then(|s| s.get(t.name()).copied());
+            let name = t.name().to_owned();
             match self.sub.subscribe(t, since) {
                 Ok(Start::Already | Start::Snapshot { .. } | Start::Replay { .. }) => {}
                 Err(_) => unreachable!("room was checked above"),
             }
+            // The latest subscribe decides; reliable topics stay on the stream whatever was asked.
+            self.sub.set_datagram(&name, op.datagrams);
         }
         self.batch.push_ack(op.id.unwrap_or(0));
     }
@@ -361,6 +377,26 @@ impl Session {
             }
         }
         self.batch.finish()
+    }
+
+    /// The next datagram, at most `max_bytes` (unless one message alone is larger): ticks of the topics
+    /// subscribed with `"datagrams": true`, one batch in the connection's encoding (under JSON, an array of
+    /// events, each with its seq, and `gap` events where values were skipped). The bytes are valid until the
+    /// next call; datagrams are fire-and-forget, so there is no `sent`. Call until it returns `None`.
+    pub fn poll_datagram(&mut self, max_bytes: usize) -> Option<&[u8]> {
+        self.datagram.clear();
+        if self.close.is_some() {
+            return None;
+        }
+        let d = self.sub.drain_datagrams(&mut self.datagram, max_bytes);
+        let m = self.sub.engine().metrics();
+        m.add(&m.gaps, d.gaps);
+        if !self.datagram.is_empty() {
+            m.add(&m.batches, 1);
+            m.add(&m.deliveries, d.messages);
+            m.add(&m.bytes_out, self.datagram.n_bytes() as u64 + 1);
+        }
+        self.datagram.finish()
     }
 
     /// The frame from [`Session::poll_transmit`] was written: count it and reuse the buffer.
@@ -541,6 +577,55 @@ mod tests {
         let frame = r#"{"op":"publish","id":9,"topic":"users.alice","type":"x","data":{}}"#;
         assert!(publisher.send(frame).is_empty());
         assert_eq!(publisher.s.poll_op(), Some(AppOp::Publish { id: 9, frame: frame.as_bytes().to_vec() }));
+    }
+
+    #[test]
+    fn session_datagram_ticks_leave_the_stream_and_pack_into_datagrams() {
+        let (e, mut w) = setup();
+        let mut lot = e.create_topic("lots.1").unwrap();
+        let sub = r#"{"op":"subscribe","id":1,"topics":["ticks.AAPL","lots.1"],"datagrams":true}"#;
+        let mut ws = Harness::new(&e, SessionConfig::default());
+        assert_eq!(ws.send(sub)[0]["code"], code::BAD_REQUEST, "no datagrams without QUIC");
+        let mut h = Harness::new(&e, SessionConfig { datagrams: true, ..Default::default() });
+        assert_eq!(h.send(sub), [serde_json::json!({"type":"ack","id":1})], "ticks left the stream");
+        lot.publish_event("bid", r#"{"amount":"5"}"#, 0).unwrap();
+        assert_eq!(h.recv()[0]["type"], "bid", "reliable topics never go as datagrams");
+        let dg: Vec<serde_json::Value> = serde_json::from_slice(h.s.poll_datagram(1200).unwrap()).unwrap();
+        assert_eq!((dg.len(), dg[0]["type"].as_str()), (1, Some("snapshot")));
+        assert!(h.s.poll_datagram(1200).is_none());
+        for i in 2..=40 {
+            w.publish_tick(&Tick { price: Price(i), size: 1, ..Default::default() }, 0).unwrap();
+        }
+        let mut seqs = Vec::new();
+        while let Some(d) = h.s.poll_datagram(600) {
+            assert!(d.len() <= 600, "{} bytes", d.len());
+            let evs: Vec<serde_json::Value> = serde_json::from_slice(d).unwrap();
+            assert!(evs.len() > 1, "several ticks per datagram");
+            seqs.extend(evs.iter().map(|e| e["seq"].as_u64().unwrap()));
+        }
+        assert_eq!(seqs, (2..=40).collect::<Vec<_>>());
+        assert!(h.recv().is_empty(), "nothing on the stream");
+        // Back to the stream with a plain subscribe.
+        h.send(r#"{"op":"subscribe","id":2,"topics":["ticks.AAPL"]}"#);
+        w.publish_tick(&Tick { price: Price(41), size: 1, ..Default::default() }, 0).unwrap();
+        assert_eq!(h.recv()[0]["seq"], 41);
+        assert!(h.s.poll_datagram(1200).is_none());
+    }
+
+    #[test]
+    fn session_datagram_subscriber_far_behind_skips_to_the_newest() {
+        let (e, mut w) = setup();
+        let limits = Limits { max_pending_messages: 4, ..Limits::default() };
+        let mut h = Harness::new(&e, SessionConfig { datagrams: true, limits, ..Default::default() });
+        h.send(r#"{"op":"subscribe","id":1,"topics":["ticks.AAPL"],"datagrams":true}"#);
+        while h.s.poll_datagram(1200).is_some() {}
+        for i in 2..=30 {
+            w.publish_tick(&Tick { price: Price(i), size: 1, ..Default::default() }, 0).unwrap();
+        }
+        let evs: Vec<serde_json::Value> = serde_json::from_slice(h.s.poll_datagram(1200).unwrap()).unwrap();
+        assert_eq!(evs[0], serde_json::json!({"type":"gap","topic":"ticks.AAPL","from":2,"to":29}));
+        assert_eq!(evs[1]["seq"], 30);
+        assert!(h.s.poll_datagram(1200).is_none());
     }
 
     #[test]

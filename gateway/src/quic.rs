@@ -9,17 +9,22 @@
 //! the client); a frame whose length exceeds [`MAX_FRAME`] or that a FIN cuts short closes the connection with
 //! [`ErrorCode::BadFrame`].
 //!
-//! Not here: datagrams (ticks always travel on the stream for now), 0-RTT (off: a replayed bid must never be
-//! possible).
+//! Ticks of subscriptions made with `"datagrams": true` go as QUIC datagrams instead: one batch per datagram
+//! (no length prefix), packed by the session up to the path's datagram size; quinn drops the oldest unsent
+//! datagram when its buffer is full, so the newest values win. Reliable topics never go as datagrams.
+//!
+//! Not here: 0-RTT (off: a replayed bid must never be possible); logged-in connections (no token on QUIC yet, so
+//! no private topics or bids).
 
 use crate::server::AppState;
 use anyhow::Context;
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use marquee_engine::{CloseReason, Encoding, Identity, Session};
+use marquee_engine::{CloseReason, Encoding, Identity, Session, SessionConfig};
 use quinn::crypto::rustls::{HandshakeData, QuicServerConfig};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -154,6 +159,8 @@ pub fn bind(config: &crate::Config, addr: SocketAddr) -> anyhow::Result<(quinn::
     // STREAM_LIMIT_ERROR, so "too many streams" never reaches the adapter).
     transport.max_concurrent_bidi_streams(1u32.into());
     transport.max_concurrent_uni_streams(0u32.into());
+    // The datagram receive buffer stays at its default although clients send no datagrams: quinn offers datagrams
+    // (and lets the server send them) only when it is set.
     // The server's keep-alives play the part of WebSocket pings: a live client acknowledges them, a gone one
     // lets the idle timeout fire.
     transport.keep_alive_interval(Some(config.ping_interval));
@@ -223,7 +230,9 @@ async fn serve_connection(conn: quinn::Connection, state: &Arc<AppState>) {
         Ok(s) => s,
         Err(e) => return tracing::debug!("cannot open the push stream: {e}"),
     };
-    let mut session = Session::new(state.engine.clone(), encoding, cfg.session);
+    // Datagram subscriptions only when the client accepts datagrams at all.
+    let datagrams = conn.max_datagram_size().is_some();
+    let mut session = Session::new(state.engine.clone(), encoding, SessionConfig { datagrams, ..cfg.session });
     session.set_identity(Identity::default());
     let signal = session.signal().clone();
     let mut shutdown = state.shutdown.clone();
@@ -243,6 +252,7 @@ async fn serve_connection(conn: quinn::Connection, state: &Arc<AppState>) {
                 }
             }
         }
+        send_datagrams(&conn, &mut session);
         if let Some(reason) = session.poll_close() {
             return close(conn, push, reason).await;
         }
@@ -275,6 +285,26 @@ async fn serve_connection(conn: quinn::Connection, state: &Arc<AppState>) {
             },
             _ = poll_fn(|cx| signal.poll_ready(cx)) => {}
             e = conn.closed() => return tracing::debug!("quic connection closed: {e}"),
+        }
+    }
+}
+
+/// Datagrams built per loop turn at most, so a busy datagram feed still lets the task read its control stream;
+/// the session stays scheduled when more is pending.
+const MAX_DATAGRAMS_PER_TURN: usize = 64;
+
+/// Sends the session's datagrams. Never waits: when quinn's datagram send buffer is full it drops the oldest
+/// unsent ones, so the newest values win.
+fn send_datagrams(conn: &quinn::Connection, session: &mut Session) {
+    let Some(max) = conn.max_datagram_size() else { return };
+    for _ in 0..MAX_DATAGRAMS_PER_TURN {
+        let Some(d) = session.poll_datagram(max) else { return };
+        // A single message larger than a datagram is dropped; the client sees the seq skip.
+        if d.len() > max {
+            continue;
+        }
+        if let Err(e) = conn.send_datagram(Bytes::copy_from_slice(d)) {
+            return tracing::debug!("quic datagram not sent: {e}");
         }
     }
 }

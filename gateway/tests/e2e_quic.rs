@@ -219,3 +219,32 @@ async fn e2e_quic_binary_alpn_sends_binary_batches() {
     assert!(!body.is_empty());
     assert!(serde_json::from_slice::<Value>(&body).is_err(), "binary encoding, not JSON");
 }
+
+#[tokio::test]
+async fn e2e_quic_datagram_subscription_delivers_ticks_as_datagrams() {
+    let server = Server::start(&["--tick-rate", "5000"]);
+    let mut c = Client::connect(&server, "marquee.json/1").await;
+    c.send(json!({"op":"subscribe","id":1,"topics":["ticks.AAPL","ticks.MSFT"],"datagrams":true})).await;
+    assert_eq!(c.next_batch(10).await, [json!({"type":"ack","id":1})]);
+    let mut last = std::collections::HashMap::new();
+    let mut n_ticks = 0;
+    while n_ticks < 50 {
+        let d = tokio::time::timeout(Duration::from_secs(10), c.conn.read_datagram()).await.unwrap().unwrap();
+        assert!(d.len() <= c.conn.max_datagram_size().unwrap());
+        let evs: Vec<Value> = serde_json::from_slice(&d).expect("a datagram is one JSON array");
+        for e in evs {
+            let topic = e["topic"].as_str().unwrap().to_owned();
+            match e["type"].as_str().unwrap() {
+                "snapshot" | "gap" => {}
+                "tick" => {
+                    // Datagrams may be lost or reordered; within one topic, later datagrams carry newer seqs.
+                    if let Some(prev) = last.insert(topic.clone(), seq(&e)) {
+                        assert!(seq(&e) > prev, "{topic}: {} after {prev}", seq(&e));
+                    }
+                    n_ticks += 1;
+                }
+                other => panic!("unexpected event {other}: {e}"),
+            }
+        }
+    }
+}
