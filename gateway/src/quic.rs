@@ -56,8 +56,9 @@ pub enum ErrorCode {
     BadFrame,
     /// 4010: no control stream opened in time, or the control stream was reset.
     NoControlStream,
-    /// 4011: the server holds its maximum of connections (reconnect later).
-    TooManyConnections,
+    /// 4012: the client took no data on its push stream for `--write-timeout` (reconnect and resume with
+    /// `since`).
+    WriteTimeout,
 }
 
 impl ErrorCode {
@@ -67,7 +68,7 @@ impl ErrorCode {
             ErrorCode::Done => 0,
             ErrorCode::BadFrame => 4009,
             ErrorCode::NoControlStream => 4010,
-            ErrorCode::TooManyConnections => 4011,
+            ErrorCode::WriteTimeout => 4012,
         }
     }
 }
@@ -248,7 +249,7 @@ async fn serve_connection(conn: quinn::Connection, state: &Arc<AppState>) {
                 Ok(Err(e)) => return tracing::debug!("quic push stream write failed: {e}"),
                 Err(_) => {
                     tracing::debug!("dropping a quic connection that took no data for {:?}", cfg.write_timeout);
-                    return close_with(&conn, ErrorCode::Done, "write timeout");
+                    return close_with(&conn, ErrorCode::WriteTimeout, "write timeout");
                 }
             }
         }

@@ -248,3 +248,32 @@ async fn e2e_quic_datagram_subscription_delivers_ticks_as_datagrams() {
         }
     }
 }
+
+#[tokio::test]
+async fn e2e_quic_stalled_client_is_dropped_without_delaying_others() {
+    let server = Server::start(&["--tick-rate", "20000", "--write-timeout", "1s"]);
+    let (_, _, body) = http_get(server.addr, "/api/symbols").await;
+    let symbols: Vec<String> = serde_json::from_str(&body).unwrap();
+    let topics: Vec<String> = symbols.iter().map(|s| format!("ticks.{s}")).collect();
+    // The stalled client subscribes to everything and never reads its push stream.
+    let mut stalled = Client::connect(&server, "marquee.json/1").await;
+    stalled.send(json!({"op":"subscribe","id":1,"topics":topics})).await;
+    let mut live = Client::connect(&server, "marquee.json/1").await;
+    live.send(json!({"op":"subscribe","id":1,"topics":["ticks.AAPL"]})).await;
+    let mut last = None;
+    let mut n_ticks = 0;
+    while n_ticks < 200 {
+        for e in live.next_batch(10).await {
+            if e["type"] == "snapshot" || e["type"] == "tick" {
+                if let Some(prev) = last {
+                    assert_eq!(seq(&e), prev + 1, "the live client misses nothing");
+                }
+                last = Some(seq(&e));
+                n_ticks += 1;
+            }
+        }
+    }
+    assert_eq!(stalled.closed_code().await, 4012, "the stalled client is dropped after --write-timeout");
+    live.send(json!({"op":"ping","id":2})).await;
+    live.until(10, |e| e == &json!({"type":"pong","id":2})).await;
+}
