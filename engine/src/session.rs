@@ -149,6 +149,10 @@ pub enum AppOp {
     Bid { id: u64, user: String, lot: String, amount: String, key: String },
     /// `{"op":"publish","id":n,...}` from a publisher: the whole frame, for the publish API's own parser.
     Publish { id: u64, frame: Vec<u8> },
+    /// `{"op":"auth","id":n,"access_token":"..."}` on an anonymous connection, for transports that carry no
+    /// token in their handshake (QUIC): the adapter checks the token, then calls [`Session::set_identity`] and
+    /// answers with [`Session::handle_op_result`].
+    Auth { id: u64, token: String },
 }
 
 #[derive(Deserialize)]
@@ -165,6 +169,8 @@ struct Op {
     amount: Option<serde_json::Value>,
     #[serde(default)]
     key: Option<String>,
+    #[serde(default)]
+    access_token: Option<String>,
     /// `subscribe`: send this subscription's ticks as datagrams.
     #[serde(default)]
     datagrams: bool,
@@ -262,6 +268,15 @@ impl Session {
             "unsubscribe" => self.handle_unsubscribe(op, now),
             "ping" => self.batch.push_pong(op.id.unwrap_or(0)),
             "bid" => self.handle_bid(op, now),
+            "auth" => {
+                let Some(token) = op.access_token else {
+                    return self.error(op.id, code::BAD_REQUEST, "auth needs \"access_token\"", now);
+                };
+                if self.identity.user.is_some() {
+                    return self.error(op.id, code::FORBIDDEN, "the connection is already logged in", now);
+                }
+                self.ops.push_back(AppOp::Auth { id: op.id.unwrap_or(0), token });
+            }
             "publish" => {
                 let id = op.id.unwrap_or(0);
                 if !self.identity.publisher {
@@ -270,7 +285,7 @@ impl Session {
                 self.ops.push_back(AppOp::Publish { id, frame: frame.to_vec() });
             }
             other => {
-                let msg = format!("unknown op {other:?}; expected subscribe, unsubscribe, ping, bid or publish");
+                let msg = format!("unknown op {other:?}; expected subscribe, unsubscribe, ping, bid, publish or auth");
                 self.error(op.id, code::UNKNOWN_OP, &msg, now)
             }
         }
@@ -568,6 +583,11 @@ mod tests {
         assert_eq!((ev[1]["id"].as_u64(), ev[1]["code"].as_str()), (Some(5), Some("bid_too_low")));
         assert_eq!(bob.send(r#"{"op":"bid","id":6,"lot":"7"}"#)[0]["code"], code::BAD_REQUEST);
 
+        let mut anon = Harness::new(&e, SessionConfig::default());
+        assert_eq!(anon.send(r#"{"op":"auth","id":7}"#)[0]["code"], code::BAD_REQUEST);
+        assert!(anon.send(r#"{"op":"auth","id":8,"access_token":"t"}"#).is_empty());
+        assert_eq!(anon.s.poll_op(), Some(AppOp::Auth { id: 8, token: "t".into() }));
+        assert_eq!(bob.send(r#"{"op":"auth","id":9,"access_token":"t"}"#)[0]["code"], code::FORBIDDEN);
         let mut alice = Harness::new(&e, SessionConfig::default());
         alice.s.set_identity(Identity { user: Some("alice".into()), publisher: false });
         assert_eq!(alice.send(r#"{"op":"subscribe","id":1,"topics":["users.alice"]}"#)[0]["type"], "ack");

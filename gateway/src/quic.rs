@@ -13,8 +13,8 @@
 //! (no length prefix), packed by the session up to the path's datagram size; quinn drops the oldest unsent
 //! datagram when its buffer is full, so the newest values win. Reliable topics never go as datagrams.
 //!
-//! Not here: 0-RTT (off: a replayed bid must never be possible); logged-in connections (no token on QUIC yet, so
-//! no private topics or bids).
+//! QUIC has no upgrade request to carry a token: a client logs in with the `auth` op on the control stream, and
+//! bids with the `bid` op there. Not here: 0-RTT (off: a replayed bid must never be possible).
 
 use crate::server::AppState;
 use anyhow::Context;
@@ -235,6 +235,7 @@ async fn serve_connection(conn: quinn::Connection, state: &Arc<AppState>) {
     let datagrams = conn.max_datagram_size().is_some();
     let mut session = Session::new(state.engine.clone(), encoding, SessionConfig { datagrams, ..cfg.session });
     session.set_identity(Identity::default());
+    let (ops_tx, mut ops_rx) = tokio::sync::mpsc::unbounded_channel::<crate::ws::OpResult>();
     let signal = session.signal().clone();
     let mut shutdown = state.shutdown.clone();
     let mut frames = FrameReader::default();
@@ -266,7 +267,10 @@ async fn serve_connection(conn: quinn::Connection, state: &Arc<AppState>) {
                     let now = Instant::now();
                     loop {
                         match frames.next_frame(MAX_FRAME) {
-                            Ok(Some(f)) => session.handle_frame(&f, now),
+                            Ok(Some(f)) => {
+                                session.handle_frame(&f, now);
+                                crate::ws::start_ops(&mut session, state, &ops_tx);
+                            }
                             Ok(None) => break,
                             Err(FrameError::TooLarge(n)) => {
                                 let why = format!("frame of {n} bytes exceeds {MAX_FRAME}");
@@ -284,6 +288,9 @@ async fn serve_connection(conn: quinn::Connection, state: &Arc<AppState>) {
                     return close_with(&conn, ErrorCode::NoControlStream, "control stream reset");
                 }
             },
+            Some((id, r)) = ops_rx.recv() => {
+                session.handle_op_result(id, r.as_deref().map_err(|(c, m)| (*c, m.as_str())));
+            }
             _ = poll_fn(|cx| signal.poll_ready(cx)) => {}
             e = conn.closed() => return tracing::debug!("quic connection closed: {e}"),
         }

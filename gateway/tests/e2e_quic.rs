@@ -277,3 +277,22 @@ async fn e2e_quic_stalled_client_is_dropped_without_delaying_others() {
     live.send(json!({"op":"ping","id":2})).await;
     live.until(10, |e| e == &json!({"type":"pong","id":2})).await;
 }
+
+#[tokio::test]
+async fn e2e_quic_auth_op_logs_in_for_private_topics_and_bids() {
+    let server = Server::start(&[]);
+    let token = login(server.addr, "alice").await;
+    let mut c = Client::connect(&server, "marquee.json/1").await;
+    let bid = json!({"op":"bid","id":1,"lot":"999","amount":"1.00","key":"quic-k1"});
+    c.send(bid.clone()).await;
+    assert_eq!(c.until(10, |e| e["type"] == "error").await.last().unwrap()["code"], "unauthorized");
+    c.send(json!({"op":"auth","id":2,"access_token":"not-a-token"})).await;
+    assert_eq!(c.until(10, |e| e["id"] == 2).await.last().unwrap()["code"], "invalid_token");
+    c.send(json!({"op":"auth","id":3,"access_token":token})).await;
+    assert_eq!(*c.until(10, |e| e["id"] == 3).await.last().unwrap(), json!({"type":"ack","id":3,"user":"alice"}));
+    c.send(json!({"op":"subscribe","id":4,"topics":["users.alice"]})).await;
+    assert_eq!(c.until(10, |e| e["id"] == 4).await.last().unwrap()["type"], "ack");
+    c.send(bid).await;
+    let answer = c.until(10, |e| e["id"] == 1).await.last().unwrap().clone();
+    assert_ne!(answer["code"], "unauthorized", "the bid reached the auction house: {answer}");
+}
