@@ -28,27 +28,36 @@ async fn quic_addr(server: &Server) -> (SocketAddr, Value, String) {
     (info["addr"].as_str().unwrap().parse().unwrap(), info, pem)
 }
 
+/// A QUIC handshake with the server, pinning its certificate; the connection or why it failed.
+async fn handshake(
+    server: &Server,
+    alpn: &str,
+) -> (quinn::Endpoint, Result<quinn::Connection, quinn::ConnectionError>) {
+    let (addr, _, pem) = quic_addr(server).await;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![alpn.as_bytes().to_vec()];
+    let config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap()));
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(config);
+    let conn = tokio::time::timeout(Duration::from_secs(10), endpoint.connect(addr, "localhost").unwrap())
+        .await
+        .expect("handshake within 10 s");
+    (endpoint, conn)
+}
+
 impl Client {
     async fn connect(server: &Server, alpn: &str) -> Client {
-        let (addr, _, pem) = quic_addr(server).await;
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-            roots.add(c.unwrap()).unwrap();
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        tls.alpn_protocols = vec![alpn.as_bytes().to_vec()];
-        let config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap()));
-        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        endpoint.set_default_client_config(config);
-        let conn = tokio::time::timeout(Duration::from_secs(10), endpoint.connect(addr, "localhost").unwrap())
-            .await
-            .expect("handshake within 10 s")
-            .expect("handshake");
+        let (endpoint, conn) = handshake(server, alpn).await;
+        let conn = conn.expect("handshake");
         let (control, _) = conn.open_bi().await.unwrap();
         Client { conn, control, push: None, _endpoint: endpoint }
     }
@@ -295,4 +304,17 @@ async fn e2e_quic_auth_op_logs_in_for_private_topics_and_bids() {
     c.send(bid).await;
     let answer = c.until(10, |e| e["id"] == 1).await.last().unwrap().clone();
     assert_ne!(answer["code"], "unauthorized", "the bid reached the auction house: {answer}");
+}
+
+#[tokio::test]
+async fn e2e_quic_connection_limit_and_unknown_alpn_are_refused() {
+    let server = Server::start(&["--max-connections", "1"]);
+    let mut first = Client::connect(&server, "marquee.json/1").await;
+    first.send(json!({"op":"ping","id":1})).await;
+    first.until(10, |e| e["type"] == "pong").await;
+    let (_endpoint, second) = handshake(&server, "marquee.json/1").await;
+    assert!(matches!(second, Err(quinn::ConnectionError::ConnectionClosed(_))), "refused at the limit: {second:?}");
+    let open = Server::start(&[]);
+    let (_endpoint, other) = handshake(&open, "h3").await;
+    assert!(other.is_err(), "no ALPN in common: {other:?}");
 }
