@@ -318,3 +318,23 @@ async fn e2e_quic_connection_limit_and_unknown_alpn_are_refused() {
     let (_endpoint, other) = handshake(&open, "h3").await;
     assert!(other.is_err(), "no ALPN in common: {other:?}");
 }
+
+#[tokio::test]
+async fn e2e_quic_sigterm_closes_connections_with_1001() {
+    let mut server = Server::start(&[]);
+    let mut c = Client::connect(&server, "marquee.json/1").await;
+    c.send(json!({"op":"subscribe","id":1,"topics":["ticks.AAPL"]})).await;
+    c.until(10, |e| e["type"] == "snapshot").await;
+    let status = std::process::Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    assert_eq!(c.closed_code().await, 1001);
+    let t0 = std::time::Instant::now();
+    let code = loop {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "server still running 10 s after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(code.code(), Some(0));
+}
