@@ -86,6 +86,7 @@ pub async fn run(a: &SuiteArgs, ctx: &Context) -> anyhow::Result<()> {
             subscribers: a.subscribers,
             topics_per_sub: a.topics_per_sub,
             encoding: enc,
+            transport: crate::cli::Transport::Ws,
             duration: a.duration,
             connect_concurrency: 256,
             per_process: 0,
