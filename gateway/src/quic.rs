@@ -369,6 +369,34 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Any frames, cut into any chunks, come out whole and in order; arbitrary bytes never panic.
+        #[test]
+        fn quic_frame_reader_reassembles_any_chunking(
+            frames in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..40), 0..8),
+            cuts in proptest::collection::vec(0usize..400, 0..8),
+            junk in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+        ) {
+            let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+            let wire = framed(&refs);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(wire.len())).collect();
+            cuts.sort_unstable();
+            let mut r = FrameReader::default();
+            let (mut got, mut at) = (Vec::new(), 0);
+            for c in cuts.into_iter().chain([wire.len()]) {
+                r.push(&wire[at..c]);
+                at = c;
+                while let Some(f) = r.next_frame(MAX_FRAME).unwrap() {
+                    got.push(f);
+                }
+            }
+            proptest::prop_assert_eq!(got, frames);
+            let mut r = FrameReader::default();
+            r.push(&junk);
+            while let Ok(Some(_)) = r.next_frame(64) {}
+        }
+    }
+
     #[test]
     fn quic_oversized_and_truncated_frames_are_caught() {
         let mut r = FrameReader::default();
