@@ -338,3 +338,23 @@ async fn e2e_quic_sigterm_closes_connections_with_1001() {
     };
     assert_eq!(code.code(), Some(0));
 }
+
+#[tokio::test]
+async fn e2e_quic_serves_the_certificate_given_with_cert_and_key() {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let dir = temp_data_dir("tls");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let server = Server::start(&["--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap()]);
+    let (_, info, pem) = quic_addr(&server).await;
+    assert_eq!(pem, ck.cert.pem());
+    use sha2::Digest;
+    let want: String = sha2::Sha256::digest(ck.cert.der()).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(info["sha256"], want.as_str());
+    let mut c = Client::connect(&server, "marquee.json/1").await;
+    c.send(json!({"op":"ping","id":1})).await;
+    c.until(10, |e| e["type"] == "pong").await;
+    let _ = std::fs::remove_dir_all(dir);
+}
