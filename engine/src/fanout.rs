@@ -178,6 +178,8 @@ struct Cursor {
     next: u64,
     /// A snapshot is owed, with this `recovered` flag.
     snapshot: Option<bool>,
+    /// Drained by [`Subscriber::drain_datagrams`] instead of [`Subscriber::drain`] (conflating topics only).
+    datagram: bool,
 }
 
 /// One connection's subscriptions and read positions. Owned by the connection's task; no other thread touches it.
@@ -188,6 +190,8 @@ pub struct Subscriber {
     engine: Arc<Engine>,
     /// Cursor to start the next drain at, so a full batch does not starve the later topics.
     rr: usize,
+    /// The same for [`Subscriber::drain_datagrams`].
+    rr_datagram: usize,
 }
 
 impl fmt::Debug for Subscriber {
@@ -199,7 +203,7 @@ impl fmt::Debug for Subscriber {
 impl Subscriber {
     /// A subscriber with no topics.
     pub fn new(engine: Arc<Engine>, limits: Limits) -> Subscriber {
-        Subscriber { signal: Arc::new(Signal::default()), cursors: Vec::new(), limits, engine, rr: 0 }
+        Subscriber { signal: Arc::new(Signal::default()), cursors: Vec::new(), limits, engine, rr: 0, rr_datagram: 0 }
     }
 
     /// This connection's wake-up.
@@ -244,9 +248,45 @@ impl Subscriber {
             Start::Snapshot { recovered } => (1, Some(recovered)),
             Start::Already => unreachable!("start_for never returns Already"),
         };
-        self.cursors.push(Cursor { topic, next, snapshot });
+        self.cursors.push(Cursor { topic, next, snapshot, datagram: false });
         self.signal.schedule();
         Ok(start)
+    }
+
+    /// Moves a subscription to datagrams (`true`) or back to the stream. Only conflating topics (ticks) can go as
+    /// datagrams, where loss is visible by seq and the newest value wins; for any other topic, or one not
+    /// subscribed, this returns false and changes nothing.
+    pub fn set_datagram(&mut self, name: &str, datagram: bool) -> bool {
+        let Some(c) = self.cursors.iter_mut().find(|c| c.topic.name() == name) else { return false };
+        if c.topic.class() != TopicClass::Conflating {
+            return false;
+        }
+        c.datagram = datagram;
+        self.signal.schedule();
+        true
+    }
+
+    /// Moves what is pending on the datagram subscriptions into `batch`, whole messages only, while the batch
+    /// with its closing byte stays within `max_bytes` (a message larger than that alone still goes, alone, and
+    /// the transport drops it). A subscription more than [`Limits::max_pending_messages`] behind, or lapped,
+    /// skips to its newest value with a `gap`: on datagrams the newest value wins. Leaves the signal scheduled
+    /// when it found anything, so the owner calls it again until it returns an empty drain.
+    pub fn drain_datagrams(&mut self, batch: &mut BatchWriter, max_bytes: usize) -> Drain {
+        let mut d = Drain::default();
+        let n = self.cursors.len();
+        for i in 0..n {
+            let idx = (self.rr_datagram + i) % n;
+            let c = &mut self.cursors[idx];
+            if c.datagram && !drain_datagram_cursor(c, batch, max_bytes, self.limits.max_pending_messages, &mut d) {
+                self.rr_datagram = idx;
+                d.more = true;
+                break;
+            }
+        }
+        if d.messages > 0 || d.gaps > 0 || d.more {
+            self.signal.schedule();
+        }
+        d
     }
 
     /// Unsubscribes; false when not subscribed.
@@ -295,6 +335,7 @@ impl Subscriber {
         let pending: u64 = self
             .cursors
             .iter()
+            .filter(|c| !c.datagram)
             .map(|c| if c.snapshot.is_some() { 1 } else { c.topic.head().saturating_sub(c.next - 1) })
             .sum();
         let conflate = pending > self.limits.max_pending_messages;
@@ -305,7 +346,9 @@ impl Subscriber {
                 d.more = true;
                 break;
             }
-            drain_cursor(&mut self.cursors[idx], batch, conflate, &self.limits, &mut d)?;
+            if !self.cursors[idx].datagram {
+                drain_cursor(&mut self.cursors[idx], batch, conflate, &self.limits, &mut d)?;
+            }
         }
         d.more |= self.batch_full(batch);
         Ok(d)
@@ -389,6 +432,75 @@ fn drain_cursor(
                 batch.push_gap(c.topic.name(), c.next, c.next);
                 d.gaps += 1;
                 c.next += 1;
+            }
+        }
+    }
+}
+
+/// One datagram cursor into `batch`; false when the batch is full (the cursor still has messages).
+fn drain_datagram_cursor(
+    c: &mut Cursor,
+    batch: &mut BatchWriter,
+    max_bytes: usize,
+    max_pending: u64,
+    d: &mut Drain,
+) -> bool {
+    let ring = &c.topic.ring;
+    // +1: the closing `]` of a JSON batch.
+    let fits = |batch: &BatchWriter| batch.n_bytes() < max_bytes;
+    if let Some(recovered) = c.snapshot {
+        let head = ring.head();
+        if head == 0 {
+            c.next = 1;
+            c.snapshot = None;
+        } else {
+            let (mark, was_empty) = (batch.mark(), batch.is_empty());
+            match ring.read_into(head, Some(recovered), batch) {
+                ReadOutcome::Copied if fits(batch) || was_empty => {
+                    c.next = head + 1;
+                    c.snapshot = None;
+                    d.messages += 1;
+                }
+                // Full, or overwritten while copying: the snapshot goes in the next datagram.
+                _ => {
+                    batch.rollback(mark);
+                    return false;
+                }
+            }
+        }
+    }
+    loop {
+        let head = ring.head();
+        if c.next > head {
+            return true;
+        }
+        let oldest = head.saturating_sub(ring.capacity() - 1).max(1);
+        let (mark, was_empty) = (batch.mark(), batch.is_empty());
+        let (mut next, mut gaps) = (c.next, 0);
+        if next < oldest || head - next >= max_pending {
+            batch.push_gap(c.topic.name(), next, head - 1);
+            (next, gaps) = (head, 1);
+        }
+        match ring.read_into(next, None, batch) {
+            ReadOutcome::Copied => {
+                if !fits(batch) && !was_empty {
+                    batch.rollback(mark);
+                    return false;
+                }
+                c.next = next + 1;
+                d.messages += 1;
+                d.gaps += gaps;
+            }
+            // Lapped while copying: the next turn skips ahead.
+            ReadOutcome::Overwritten => batch.rollback(mark),
+            ReadOutcome::Missing => {
+                batch.push_gap(c.topic.name(), next, next);
+                if !fits(batch) && !was_empty {
+                    batch.rollback(mark);
+                    return false;
+                }
+                c.next = next + 1;
+                d.gaps += gaps + 1;
             }
         }
     }

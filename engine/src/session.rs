@@ -42,6 +42,9 @@ pub struct SessionConfig {
     pub max_errors: u32,
     /// See `max_errors`.
     pub error_window: Duration,
+    /// The transport can carry datagrams (QUIC): `subscribe` may ask for `"datagrams": true`, and the adapter
+    /// calls [`Session::poll_datagram`]. Off, such a subscribe is refused with `bad_request`.
+    pub datagrams: bool,
 }
 
 impl Default for SessionConfig {
@@ -51,6 +54,7 @@ impl Default for SessionConfig {
             max_frame_bytes: 64 * 1024,
             max_errors: 20,
             error_window: Duration::from_secs(10),
+            datagrams: false,
         }
     }
 }
@@ -145,6 +149,10 @@ pub enum AppOp {
     Bid { id: u64, user: String, lot: String, amount: String, key: String },
     /// `{"op":"publish","id":n,...}` from a publisher: the whole frame, for the publish API's own parser.
     Publish { id: u64, frame: Vec<u8> },
+    /// `{"op":"auth","id":n,"access_token":"..."}` on an anonymous connection, for transports that carry no
+    /// token in their handshake (QUIC): the adapter checks the token, then calls [`Session::set_identity`] and
+    /// answers with [`Session::handle_op_result`].
+    Auth { id: u64, token: String },
 }
 
 #[derive(Deserialize)]
@@ -161,6 +169,11 @@ struct Op {
     amount: Option<serde_json::Value>,
     #[serde(default)]
     key: Option<String>,
+    #[serde(default)]
+    access_token: Option<String>,
+    /// `subscribe`: send this subscription's ticks as datagrams.
+    #[serde(default)]
+    datagrams: bool,
 }
 
 /// One connection's protocol state.
@@ -174,6 +187,8 @@ pub struct Session {
     last_drain_messages: u64,
     identity: Identity,
     ops: std::collections::VecDeque<AppOp>,
+    /// The datagram being built by [`Session::poll_datagram`].
+    datagram: BatchWriter,
 }
 
 impl fmt::Debug for Session {
@@ -195,6 +210,7 @@ impl Session {
             last_drain_messages: 0,
             identity: Identity::default(),
             ops: Default::default(),
+            datagram: BatchWriter::new(encoding),
         }
     }
 
@@ -252,6 +268,15 @@ impl Session {
             "unsubscribe" => self.handle_unsubscribe(op, now),
             "ping" => self.batch.push_pong(op.id.unwrap_or(0)),
             "bid" => self.handle_bid(op, now),
+            "auth" => {
+                let Some(token) = op.access_token else {
+                    return self.error(op.id, code::BAD_REQUEST, "auth needs \"access_token\"", now);
+                };
+                if self.identity.user.is_some() {
+                    return self.error(op.id, code::FORBIDDEN, "the connection is already logged in", now);
+                }
+                self.ops.push_back(AppOp::Auth { id: op.id.unwrap_or(0), token });
+            }
             "publish" => {
                 let id = op.id.unwrap_or(0);
                 if !self.identity.publisher {
@@ -260,7 +285,7 @@ impl Session {
                 self.ops.push_back(AppOp::Publish { id, frame: frame.to_vec() });
             }
             other => {
-                let msg = format!("unknown op {other:?}; expected subscribe, unsubscribe, ping, bid or publish");
+                let msg = format!("unknown op {other:?}; expected subscribe, unsubscribe, ping, bid, publish or auth");
                 self.error(op.id, code::UNKNOWN_OP, &msg, now)
             }
         }
@@ -270,6 +295,9 @@ impl Session {
         let Some(names) = op.topics.filter(|t| !t.is_empty()) else {
             return self.error(op.id, code::BAD_REQUEST, "subscribe needs a non-empty \"topics\" array", now);
         };
+        if op.datagrams && !self.config.datagrams {
+            return self.error(op.id, code::BAD_REQUEST, "\"datagrams\" needs a QUIC connection", now);
+        }
         let engine = self.sub.engine().clone();
         // All or nothing: check every name before subscribing to any.
         let mut topics = Vec::with_capacity(names.len());
@@ -295,10 +323,13 @@ impl Session {
         }
         for t in topics {
             let since = op.since.as_ref().and_then(|s| s.get(t.name()).copied());
+            let name = t.name().to_owned();
             match self.sub.subscribe(t, since) {
                 Ok(Start::Already | Start::Snapshot { .. } | Start::Replay { .. }) => {}
                 Err(_) => unreachable!("room was checked above"),
             }
+            // The latest subscribe decides; reliable topics stay on the stream whatever was asked.
+            self.sub.set_datagram(&name, op.datagrams);
         }
         self.batch.push_ack(op.id.unwrap_or(0));
     }
@@ -361,6 +392,26 @@ impl Session {
             }
         }
         self.batch.finish()
+    }
+
+    /// The next datagram, at most `max_bytes` (unless one message alone is larger): ticks of the topics
+    /// subscribed with `"datagrams": true`, one batch in the connection's encoding (under JSON, an array of
+    /// events, each with its seq, and `gap` events where values were skipped). The bytes are valid until the
+    /// next call; datagrams are fire-and-forget, so there is no `sent`. Call until it returns `None`.
+    pub fn poll_datagram(&mut self, max_bytes: usize) -> Option<&[u8]> {
+        self.datagram.clear();
+        if self.close.is_some() {
+            return None;
+        }
+        let d = self.sub.drain_datagrams(&mut self.datagram, max_bytes);
+        let m = self.sub.engine().metrics();
+        m.add(&m.gaps, d.gaps);
+        if !self.datagram.is_empty() {
+            m.add(&m.batches, 1);
+            m.add(&m.deliveries, d.messages);
+            m.add(&m.bytes_out, self.datagram.n_bytes() as u64 + 1);
+        }
+        self.datagram.finish()
     }
 
     /// The frame from [`Session::poll_transmit`] was written: count it and reuse the buffer.
@@ -532,6 +583,11 @@ mod tests {
         assert_eq!((ev[1]["id"].as_u64(), ev[1]["code"].as_str()), (Some(5), Some("bid_too_low")));
         assert_eq!(bob.send(r#"{"op":"bid","id":6,"lot":"7"}"#)[0]["code"], code::BAD_REQUEST);
 
+        let mut anon = Harness::new(&e, SessionConfig::default());
+        assert_eq!(anon.send(r#"{"op":"auth","id":7}"#)[0]["code"], code::BAD_REQUEST);
+        assert!(anon.send(r#"{"op":"auth","id":8,"access_token":"t"}"#).is_empty());
+        assert_eq!(anon.s.poll_op(), Some(AppOp::Auth { id: 8, token: "t".into() }));
+        assert_eq!(bob.send(r#"{"op":"auth","id":9,"access_token":"t"}"#)[0]["code"], code::FORBIDDEN);
         let mut alice = Harness::new(&e, SessionConfig::default());
         alice.s.set_identity(Identity { user: Some("alice".into()), publisher: false });
         assert_eq!(alice.send(r#"{"op":"subscribe","id":1,"topics":["users.alice"]}"#)[0]["type"], "ack");
@@ -541,6 +597,55 @@ mod tests {
         let frame = r#"{"op":"publish","id":9,"topic":"users.alice","type":"x","data":{}}"#;
         assert!(publisher.send(frame).is_empty());
         assert_eq!(publisher.s.poll_op(), Some(AppOp::Publish { id: 9, frame: frame.as_bytes().to_vec() }));
+    }
+
+    #[test]
+    fn session_datagram_ticks_leave_the_stream_and_pack_into_datagrams() {
+        let (e, mut w) = setup();
+        let mut lot = e.create_topic("lots.1").unwrap();
+        let sub = r#"{"op":"subscribe","id":1,"topics":["ticks.AAPL","lots.1"],"datagrams":true}"#;
+        let mut ws = Harness::new(&e, SessionConfig::default());
+        assert_eq!(ws.send(sub)[0]["code"], code::BAD_REQUEST, "no datagrams without QUIC");
+        let mut h = Harness::new(&e, SessionConfig { datagrams: true, ..Default::default() });
+        assert_eq!(h.send(sub), [serde_json::json!({"type":"ack","id":1})], "ticks left the stream");
+        lot.publish_event("bid", r#"{"amount":"5"}"#, 0).unwrap();
+        assert_eq!(h.recv()[0]["type"], "bid", "reliable topics never go as datagrams");
+        let dg: Vec<serde_json::Value> = serde_json::from_slice(h.s.poll_datagram(1200).unwrap()).unwrap();
+        assert_eq!((dg.len(), dg[0]["type"].as_str()), (1, Some("snapshot")));
+        assert!(h.s.poll_datagram(1200).is_none());
+        for i in 2..=40 {
+            w.publish_tick(&Tick { price: Price(i), size: 1, ..Default::default() }, 0).unwrap();
+        }
+        let mut seqs = Vec::new();
+        while let Some(d) = h.s.poll_datagram(600) {
+            assert!(d.len() <= 600, "{} bytes", d.len());
+            let evs: Vec<serde_json::Value> = serde_json::from_slice(d).unwrap();
+            assert!(evs.len() > 1, "several ticks per datagram");
+            seqs.extend(evs.iter().map(|e| e["seq"].as_u64().unwrap()));
+        }
+        assert_eq!(seqs, (2..=40).collect::<Vec<_>>());
+        assert!(h.recv().is_empty(), "nothing on the stream");
+        // Back to the stream with a plain subscribe.
+        h.send(r#"{"op":"subscribe","id":2,"topics":["ticks.AAPL"]}"#);
+        w.publish_tick(&Tick { price: Price(41), size: 1, ..Default::default() }, 0).unwrap();
+        assert_eq!(h.recv()[0]["seq"], 41);
+        assert!(h.s.poll_datagram(1200).is_none());
+    }
+
+    #[test]
+    fn session_datagram_subscriber_far_behind_skips_to_the_newest() {
+        let (e, mut w) = setup();
+        let limits = Limits { max_pending_messages: 4, ..Limits::default() };
+        let mut h = Harness::new(&e, SessionConfig { datagrams: true, limits, ..Default::default() });
+        h.send(r#"{"op":"subscribe","id":1,"topics":["ticks.AAPL"],"datagrams":true}"#);
+        while h.s.poll_datagram(1200).is_some() {}
+        for i in 2..=30 {
+            w.publish_tick(&Tick { price: Price(i), size: 1, ..Default::default() }, 0).unwrap();
+        }
+        let evs: Vec<serde_json::Value> = serde_json::from_slice(h.s.poll_datagram(1200).unwrap()).unwrap();
+        assert_eq!(evs[0], serde_json::json!({"type":"gap","topic":"ticks.AAPL","from":2,"to":29}));
+        assert_eq!(evs[1]["seq"], 30);
+        assert!(h.s.poll_datagram(1200).is_none());
     }
 
     #[test]

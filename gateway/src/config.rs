@@ -54,6 +54,15 @@ pub struct ServeArgs {
     /// Address for HTTP and WebSocket (`/ws`). Port 0 picks a free port.
     #[arg(long, env = "MARQUEE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// UDP address of the QUIC gateway (port 0 picks a free port), or `off`.
+    #[arg(long, env = "MARQUEE_QUIC", default_value = "127.0.0.1:8443", value_parser = parse_quic)]
+    pub quic: QuicListen,
+    /// TLS certificate chain (PEM) for QUIC; without it (demo mode) a self-signed one is made at start.
+    #[arg(long, env = "MARQUEE_CERT", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// TLS private key (PEM) matching `--cert`.
+    #[arg(long, env = "MARQUEE_KEY", requires = "cert")]
+    pub key: Option<PathBuf>,
     /// Synthetic market: ticks per second over all symbols.
     #[arg(long, env = "MARQUEE_TICK_RATE", default_value_t = 2000.0)]
     pub tick_rate: f64,
@@ -148,6 +157,17 @@ pub struct ReplayArgs {
     pub serve: ServeArgs,
 }
 
+/// `--quic`: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuicListen(pub Option<SocketAddr>);
+
+fn parse_quic(s: &str) -> Result<QuicListen, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(QuicListen(None));
+    }
+    s.parse().map(|a| QuicListen(Some(a))).map_err(|e| format!("invalid --quic {s:?} (an ip:port or `off`): {e}"))
+}
+
 /// Where ticks come from.
 #[derive(Debug, Clone)]
 pub enum Source {
@@ -161,6 +181,10 @@ pub enum Source {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// UDP address of the QUIC gateway; `None` disables it.
+    pub quic: Option<SocketAddr>,
+    /// Certificate chain and key files (PEM) for QUIC; `None`: a self-signed certificate per run.
+    pub tls: Option<(PathBuf, PathBuf)>,
     pub source: Source,
     pub ring: RingConfig,
     pub reliable_ring: RingConfig,
@@ -242,6 +266,8 @@ impl Config {
         };
         Ok(Config {
             listen: serve.listen,
+            quic: serve.quic.0,
+            tls: serve.cert.zip(serve.key),
             source,
             ring: RingConfig { capacity: serve.ring_capacity, ..RingConfig::default() },
             reliable_ring: RingConfig { capacity: serve.reliable_ring_capacity, ..RingConfig::RELIABLE },
@@ -306,5 +332,15 @@ mod tests {
         let cli = Cli::parse_from(["marquee", "--ring-capacity", "1000"]);
         let err = Config::from_cli(cli).unwrap_err().to_string();
         assert!(err.contains("power of two"), "{err}");
+    }
+
+    #[test]
+    fn config_quic_can_be_turned_off() {
+        let on = Config::from_cli(Cli::parse_from(["marquee"])).unwrap();
+        assert_eq!(on.quic, Some("127.0.0.1:8443".parse().unwrap()));
+        let off = Config::from_cli(Cli::parse_from(["marquee", "--quic", "off"])).unwrap();
+        assert_eq!(off.quic, None);
+        assert!(Cli::try_parse_from(["marquee", "--quic", "nowhere"]).is_err());
+        assert!(Cli::try_parse_from(["marquee", "--cert", "c.pem"]).is_err(), "--cert needs --key");
     }
 }

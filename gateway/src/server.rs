@@ -3,7 +3,7 @@
 use crate::auction::RateLimiter;
 use crate::auth::Auth;
 use crate::config::{Config, Source};
-use crate::{auction, http, ws};
+use crate::{auction, http, quic, ws};
 use anyhow::Context;
 use axum::Router;
 use axum::routing::get;
@@ -37,6 +37,8 @@ pub struct AppState {
     pub house: Arc<AuctionHouse>,
     /// Bids per user.
     pub limiter: RateLimiter,
+    /// The QUIC gateway's address and certificate; `None` with `--quic off`.
+    pub quic: Option<quic::QuicInfo>,
 }
 
 /// Runs the server until SIGINT or SIGTERM.
@@ -81,6 +83,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let quic_endpoint = match config.quic {
+        Some(udp) => Some(quic::bind(&config, udp)?),
+        None => None,
+    };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let state = Arc::new(AppState {
         engine: engine.clone(),
@@ -93,10 +99,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         hub,
         house,
         limiter: RateLimiter::new(config.bid_rate, config.bid_burst),
+        quic: quic_endpoint.as_ref().map(|(_, info)| info.clone()),
+    });
+    let quic_task = quic_endpoint.map(|(endpoint, info)| {
+        let demo = if config.tls.is_none() { "self-signed for this run, " } else { "" };
+        tracing::info!(
+            "quic listening on {} (ALPN {} or {}; certificate {demo}sha256 {}, at /api/quic/cert.pem)",
+            info.addr,
+            quic::JSON_ALPN,
+            quic::BINARY_ALPN,
+            info.sha256
+        );
+        tokio::spawn(quic::serve(endpoint, state.clone()))
     });
     let app = Router::new()
         .route("/ws", get(ws::upgrade))
         .merge(auction::routes())
+        .merge(quic::routes())
         .merge(http::routes())
         .with_state(state.clone());
 
@@ -131,6 +150,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     stop.store(true, Ordering::Release);
     if let Some(e) = feed_failed {
         return Err(e);
+    }
+    if let Some(t) = quic_task {
+        let _ = tokio::time::timeout(Duration::from_millis(1500), t).await;
     }
     // The listener is closed; give connection tasks a moment to send their 1001 close frames.
     let deadline = tokio::time::Instant::now() + Duration::from_millis(1500);

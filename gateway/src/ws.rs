@@ -87,10 +87,15 @@ impl Drop for ConnGuard {
     }
 }
 
-type OpResult = (u64, Result<String, (&'static str, String)>);
+pub(crate) type OpResult = (u64, Result<String, (&'static str, String)>);
 
-/// Starts the ops the session handed over (bids, publishes); their answers come back on `done`.
-fn start_ops(session: &mut Session, state: &Arc<AppState>, done: &tokio::sync::mpsc::UnboundedSender<OpResult>) {
+/// Starts the ops the session handed over (bids, publishes, logins); their answers come back on `done`. Shared
+/// by the WebSocket and QUIC adapters.
+pub(crate) fn start_ops(
+    session: &mut Session,
+    state: &Arc<AppState>,
+    done: &tokio::sync::mpsc::UnboundedSender<OpResult>,
+) {
     while let Some(op) = session.poll_op() {
         match op {
             AppOp::Bid { id, user, lot, amount, key } => {
@@ -109,6 +114,18 @@ fn start_ops(session: &mut Session, state: &Arc<AppState>, done: &tokio::sync::m
                 let r = crate::auction::ws_publish(state, &frame).map_err(|e| (e.code, e.message));
                 session.handle_op_result(id, r.as_deref().map_err(|(c, m)| (*c, m.as_str())));
             }
+            AppOp::Auth { id, token } => match crate::auction::verify(state, &token) {
+                Ok(c) => {
+                    crate::auction::ensure_user_topic(state, &c.sub);
+                    let fields = serde_json::json!({"user": c.sub}).to_string();
+                    session.set_identity(Identity {
+                        user: Some(c.sub),
+                        publisher: c.role == crate::auth::Role::Publisher,
+                    });
+                    session.handle_op_result(id, Ok(&fields));
+                }
+                Err(e) => session.handle_op_result(id, Err((e.code, &e.message))),
+            },
             _ => {}
         }
     }

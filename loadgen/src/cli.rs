@@ -48,6 +48,17 @@ pub enum Enc {
     Bin,
 }
 
+/// Transport of the push scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+pub enum Transport {
+    /// WebSocket.
+    Ws,
+    /// QUIC, ticks on the push stream.
+    Quic,
+    /// QUIC, ticks as datagrams.
+    QuicDatagram,
+}
+
 #[derive(Debug, Clone, Args, serde::Serialize)]
 pub struct FanoutArgs {
     /// WebSocket URL of the server.
@@ -62,6 +73,10 @@ pub struct FanoutArgs {
     /// Encoding: `json` or `bin`.
     #[arg(long, value_enum, default_value = "bin")]
     pub encoding: Enc,
+    /// `ws`, `quic` (ticks on the push stream) or `quic-datagram` (ticks as datagrams). QUIC takes the server's
+    /// UDP address and certificate from `/api/quic` on the `--target` host.
+    #[arg(long, value_enum, default_value = "ws")]
+    pub transport: Transport,
     /// Measurement time after every subscriber is connected, e.g. `30s`.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     #[serde(serialize_with = "report::ser_duration")]

@@ -1,7 +1,7 @@
 //! The push scenario: N WebSocket subscribers, latency of every delivery = receive time minus the tick's `ts`
 //! (its *scheduled* publish time, so a stalled publisher shows up instead of hiding: no coordinated omission).
 
-use crate::cli::{Enc, FanoutArgs};
+use crate::cli::{Enc, FanoutArgs, Transport};
 use crate::report::{Context, Latency, ScenarioResult, new_histogram, own_cpu_seconds};
 use crate::{http1, metrics};
 use anyhow::{Context as _, bail};
@@ -24,7 +24,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// ephemeral ports near 28,000.
 const PER_SOURCE_ADDR: usize = 20_000;
 /// Samples a client keeps before adding them to the shared histogram under its lock.
-const FLUSH_EVERY: usize = 512;
+pub(crate) const FLUSH_EVERY: usize = 512;
 
 pub type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -134,7 +134,7 @@ struct Ev<'a> {
 }
 
 /// Reads one frame's events into the counters; returns whether the subscribe was acknowledged in it.
-fn handle_frame(msg: &Message, shared: &Shared, samples: &mut Vec<u64>) -> bool {
+pub(crate) fn handle_frame(msg: &Message, shared: &Shared, samples: &mut Vec<u64>) -> bool {
     let now = now_ns();
     let measuring = shared.measuring.load(Ordering::Relaxed);
     let mut acked = false;
@@ -311,6 +311,47 @@ async fn connect_part(a: &FanoutArgs, range: std::ops::Range<usize>, syms: &[Str
     let t_connect = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     let mut connect = tokio::task::JoinSet::new();
+    if a.transport != Transport::Ws {
+        let datagrams = a.transport == Transport::QuicDatagram;
+        let (ep, udp) = match crate::quic::endpoint(addr, a.encoding).await {
+            Ok(e) => e,
+            Err(e) => {
+                let n = range.len();
+                let connect_s = t_connect.elapsed().as_secs_f64();
+                let first_err = Some(format!("{e:#}"));
+                return Part { shared, tasks, stop, connected: 0, failed: n, first_err, connect_s };
+            }
+        };
+        let mut quic = tokio::task::JoinSet::new();
+        for i in range.clone() {
+            let (ep, sem) = (ep.clone(), sem.clone());
+            quic.spawn(async move {
+                let _permit = sem.acquire_owned().await;
+                (i, tokio::time::timeout(Duration::from_secs(10), crate::quic::connect(&ep, udp)).await)
+            });
+        }
+        let (mut failed, mut first_err) = (0usize, None);
+        while let Some(r) = quic.join_next().await {
+            pb.inc(1);
+            match r {
+                Ok((i, Ok(Ok(conn)))) => {
+                    let topics = topics_of(i, a.topics_per_sub, syms);
+                    let (shared, stop) = (shared.clone(), stop_rx.clone());
+                    tasks.spawn(crate::quic::client(conn, topics, datagrams, a.encoding, shared, stop));
+                }
+                Ok((_, Ok(Err(e)))) => {
+                    failed += 1;
+                    first_err.get_or_insert(format!("{e:#}"));
+                }
+                _ => {
+                    failed += 1;
+                    first_err.get_or_insert("connect timed out after 10 s".into());
+                }
+            }
+        }
+        pb.finish_and_clear();
+        return settle(shared, tasks, stop, range.len(), failed, first_err, t_connect).await;
+    }
     for i in range.clone() {
         let (url, sem, enc, n) = (a.target.clone(), sem.clone(), a.encoding, a.subscribers);
         connect.spawn(async move {
@@ -337,7 +378,20 @@ async fn connect_part(a: &FanoutArgs, range: std::ops::Range<usize>, syms: &[Str
         }
     }
     pb.finish_and_clear();
-    let connected = range.len() - failed;
+    settle(shared, tasks, stop, range.len(), failed, first_err, t_connect).await
+}
+
+/// Waits for every connected subscriber's subscribe to be acknowledged (bounded).
+async fn settle(
+    shared: Arc<Shared>,
+    tasks: tokio::task::JoinSet<()>,
+    stop: tokio::sync::watch::Sender<bool>,
+    n: usize,
+    failed: usize,
+    first_err: Option<String>,
+    t_connect: Instant,
+) -> Part {
+    let connected = n - failed;
     // Wait for every subscribe to be acknowledged (bounded).
     let deadline = Instant::now() + Duration::from_secs(30);
     let settled = |s: &Shared| s.ready.load(Ordering::Relaxed) + (s.disconnects.load(Ordering::Relaxed) as usize);
@@ -428,7 +482,15 @@ pub async fn run(a: &FanoutArgs, ctx: &Context) -> anyhow::Result<ScenarioResult
         }
     }
     let mut r = ScenarioResult {
-        name: format!("push-{}", if a.encoding == Enc::Bin { "bin" } else { "json" }),
+        name: format!(
+            "push-{}{}",
+            match a.transport {
+                Transport::Ws => "",
+                Transport::Quic => "quic-",
+                Transport::QuicDatagram => "quic-datagram-",
+            },
+            if a.encoding == Enc::Bin { "bin" } else { "json" }
+        ),
         params: serde_json::to_value(a)?,
         clients: m.connected,
         connect_s: m.connect_s,
@@ -478,6 +540,14 @@ async fn run_processes(a: &FanoutArgs, addr: SocketAddr, per: usize) -> anyhow::
             .args(["--no-progress", "fanout", "--target", &a.target])
             .args(["--subscribers", &a.subscribers.to_string(), "--topics-per-sub", &a.topics_per_sub.to_string()])
             .args(["--encoding", if a.encoding == Enc::Bin { "bin" } else { "json" }])
+            .args([
+                "--transport",
+                match a.transport {
+                    Transport::Ws => "ws",
+                    Transport::Quic => "quic",
+                    Transport::QuicDatagram => "quic-datagram",
+                },
+            ])
             .args(["--duration", &format!("{}ms", a.duration.as_millis())])
             .args(["--connect-concurrency", &a.connect_concurrency.to_string()])
             .args(["--worker-range", &format!("{lo}:{hi}")])

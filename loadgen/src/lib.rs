@@ -14,6 +14,7 @@ pub mod idle;
 pub mod metrics;
 pub mod nats;
 pub mod poll;
+pub mod quic;
 pub mod report;
 pub mod suite;
 pub mod tcp_baseline;

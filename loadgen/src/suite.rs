@@ -33,6 +33,8 @@ fn start_server(bin: &Path, rate: f64) -> anyhow::Result<Server> {
     let data = std::env::temp_dir().join(format!("loadgen-suite-{}-{}", std::process::id(), crate::fanout::now_ns()));
     let mut child = Command::new(bin)
         .args([
+            "--quic",
+            "off",
             "--listen",
             "127.0.0.1:0",
             "--tick-rate",
@@ -84,6 +86,7 @@ pub async fn run(a: &SuiteArgs, ctx: &Context) -> anyhow::Result<()> {
             subscribers: a.subscribers,
             topics_per_sub: a.topics_per_sub,
             encoding: enc,
+            transport: crate::cli::Transport::Ws,
             duration: a.duration,
             connect_concurrency: 256,
             per_process: 0,

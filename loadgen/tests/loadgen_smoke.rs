@@ -14,7 +14,9 @@ fn start_server(extra: &[&str]) -> String {
     // Each server gets its own auction data directory (a directory is locked by the server that uses it).
     let data = tmp(&format!("data-{port}"));
     let data = data.to_str().unwrap();
+    let quic = if extra.contains(&"--quic") { &[][..] } else { &["--quic", "off"][..] };
     let mut args = vec!["marquee", "--listen", &addr, "--data-dir", data];
+    args.extend_from_slice(quic);
     args.extend_from_slice(extra);
     let config = marquee_gateway::Config::from_cli(marquee_gateway::Cli::parse_from(args)).unwrap();
     std::thread::spawn(move || {
@@ -85,6 +87,20 @@ fn loadgen_smoke_push_poll_idle_reports() {
     let v = loadgen(&tmp("idle"), &["idle", "--target", &ws, "--connections", "100", "--hold", "1s"]);
     assert_eq!(v["results"][0]["clients"], 100);
     assert!(v["results"][0]["bytes_per_connection"].is_number());
+}
+
+#[test]
+fn loadgen_smoke_quic_streams_and_datagrams() {
+    let addr = start_server(&["--tick-rate", "2000", "--quic", "127.0.0.1:0"]);
+    let ws = format!("ws://{addr}/ws");
+    for (transport, name) in [("quic", "push-quic-bin"), ("quic-datagram", "push-quic-datagram-bin")] {
+        let args = ["fanout", "--target", &ws, "--transport", transport, "--subscribers", "20", "--duration", "2s"];
+        let v = loadgen(&tmp(transport), &args);
+        let r = &v["results"][0];
+        assert_eq!((r["name"].as_str(), r["clients"].as_u64()), (Some(name), Some(20)), "{r}");
+        assert!(r["deliveries"].as_u64().unwrap() > 0, "{r}");
+        assert!(r["latency_us"]["count"].as_u64().unwrap() > 0, "{r}");
+    }
 }
 
 #[test]

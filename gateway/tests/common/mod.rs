@@ -53,6 +53,7 @@ impl Server {
     pub fn start_in(data_dir: &Path, args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_marquee"))
             .args(args)
+            .args(if args.contains(&"--quic") { &[][..] } else { &["--quic", "127.0.0.1:0"][..] })
             .args(["--listen", "127.0.0.1:0", "--log", "info", "--auth-secret", TEST_SECRET])
             .arg("--data-dir")
             .arg(data_dir)
