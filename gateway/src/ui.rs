@@ -14,6 +14,7 @@ const FILES: &[(&str, &str, &str)] = &[
     ("/auction", "text/html; charset=utf-8", include_str!("../ui/auction.html")),
     ("/auction.js", "text/javascript; charset=utf-8", include_str!("../ui/auction.js")),
     ("/sparkline.js", "text/javascript; charset=utf-8", include_str!("../ui/sparkline.js")),
+    ("/toast.js", "text/javascript; charset=utf-8", include_str!("../ui/toast.js")),
 ];
 
 /// Serves a UI file, or a JSON 404.

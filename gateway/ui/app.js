@@ -1,4 +1,5 @@
 // Marquee trading UI: watchlist, live quotes, latency readout.
+import { showToast } from './toast.js';
 import { Connection, nowMs } from './conn.js';
 import { Sparkline } from './sparkline.js';
 
@@ -276,15 +277,7 @@ function onSubmit(e) {
 
 // ---------- toasts ----------
 function toast(msg, kind = 'error', ms = 4500) {
-  const t = document.createElement('div');
-  t.className = `toast ${kind}`;
-  t.textContent = msg;
-  els.toasts.appendChild(t);
-  while (els.toasts.children.length > 4) els.toasts.firstElementChild.remove();
-  setTimeout(() => {
-    t.classList.add('leaving');
-    setTimeout(() => t.remove(), 300);
-  }, ms);
+  showToast(els.toasts, msg, kind, ms);
 }
 
 function onServerError(ev, req) {

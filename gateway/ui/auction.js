@@ -2,6 +2,7 @@
 // see every outcome arrive by push (bid_result, outbid, lot_update,
 // lot_closed, won). The page never polls: it reads /api/lots once at start
 // and again only when a lot closes (to pick up its replacement).
+import { showToast } from './toast.js';
 import { Connection, wsUrl } from './conn.js';
 
 const TOKEN_KEY = 'marquee.auction.token';
@@ -28,15 +29,7 @@ const myBids = new Map();    // idempotency key -> { lot, amount, status, reason
 
 // ---------- helpers ----------
 function toast(msg, kind = 'info', ms = 6000) {
-  const t = document.createElement('div');
-  t.className = `toast ${kind}`;
-  t.textContent = msg;
-  els.toasts.appendChild(t);
-  while (els.toasts.children.length > 4) els.toasts.firstElementChild.remove();
-  setTimeout(() => {
-    t.classList.add('leaving');
-    setTimeout(() => t.remove(), 300);
-  }, ms);
+  showToast(els.toasts, msg, kind, ms);
 }
 
 function countdown(lot) {
