@@ -19,7 +19,14 @@ pub enum Encoding {
     Json,
     /// The compact binary encoding, chosen by the WebSocket subprotocol `marquee.bin`.
     Binary,
+    /// The SignalR JSON hub protocol: every event is a hub message (an Invocation of target `tick`, `gap`,
+    /// `lotUpdate`..., or a StreamItem of a server-to-client stream) ending with the record separator `0x1E`; the
+    /// argument is the same object the `Json` encoding sends. See `docs/SIGNALR.md`.
+    SignalR,
 }
+
+/// The SignalR record separator that ends every hub message.
+pub const RECORD_SEPARATOR: u8 = 0x1e;
 
 /// What a stored message is; picks the JSON `"type"` and the binary `kind` byte.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -514,6 +521,22 @@ pub fn push_json_str(out: &mut Vec<u8>, s: &str) {
     }
 }
 
+/// Appends a SignalR target for a Marquee event type: snake_case becomes camelCase (`lot_update` is
+/// `lotUpdate`), the way .NET names hub client methods.
+pub fn push_hub_target(out: &mut Vec<u8>, type_name: &[u8]) {
+    let mut upper = false;
+    for &b in type_name {
+        if b == b'_' {
+            upper = true;
+        } else if b == b'"' || b == b'\\' || b < 0x20 {
+            // Never in a valid type name; keep the output valid JSON anyway.
+        } else {
+            out.push(if upper { b.to_ascii_uppercase() } else { b });
+            upper = false;
+        }
+    }
+}
+
 /// Builds one batch (one WebSocket frame) in a reusable buffer: many events, one write.
 ///
 /// Events can be written speculatively with [`BatchWriter::mark`] and rolled back with
@@ -523,6 +546,22 @@ pub struct BatchWriter {
     encoding: Encoding,
     buf: Vec<u8>,
     n_events: usize,
+    /// SignalR: the stream invocation the next stored events belong to (`None`: they go as Invocations).
+    stream: Option<std::sync::Arc<str>>,
+    /// SignalR: how to close the hub message that [`BatchWriter::begin_stored`] or `begin` opened.
+    open: HubClose,
+}
+
+/// How an open SignalR hub message is closed once its event object is written.
+#[derive(Clone, Copy, Debug)]
+enum HubClose {
+    /// `]}` + RS: an Invocation whose target was written up front.
+    Arguments,
+    /// `],"target":"<camelCase of the type name at this offset>"}` + RS: an Invocation of a named event, whose
+    /// type name is only known once the stored body has been copied in.
+    TargetFromBody(usize),
+    /// `}` + RS: a StreamItem.
+    Item,
 }
 
 /// A point to roll a [`BatchWriter`] back to.
@@ -535,7 +574,7 @@ pub struct Mark {
 impl BatchWriter {
     /// An empty batch for `encoding`.
     pub fn new(encoding: Encoding) -> BatchWriter {
-        BatchWriter { encoding, buf: Vec::with_capacity(256), n_events: 0 }
+        BatchWriter { encoding, buf: Vec::with_capacity(256), n_events: 0, stream: None, open: HubClose::Arguments }
     }
 
     /// The batch's wire format.
@@ -583,58 +622,108 @@ impl BatchWriter {
             Encoding::Binary => {
                 self.buf.extend_from_slice(&[0, 0, 0, 0, rec_type, kind, flags, 0]);
             }
+            Encoding::SignalR => {
+                self.buf.extend_from_slice(b"{\"type\":1,\"target\":\"");
+                self.buf.extend_from_slice(json_type.as_bytes());
+                self.buf.extend_from_slice(b"\",\"arguments\":[{\"type\":\"");
+                self.buf.extend_from_slice(json_type.as_bytes());
+                self.buf.extend_from_slice(b"\",");
+                self.open = HubClose::Arguments;
+            }
         }
         self.n_events += 1;
         at
     }
 
     fn end_event(&mut self, at: usize) {
-        if self.encoding == Encoding::Binary {
-            let len = (self.buf.len() - at - 4) as u32;
-            self.buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        match self.encoding {
+            Encoding::Json => {}
+            Encoding::Binary => {
+                let len = (self.buf.len() - at - 4) as u32;
+                self.buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
+            }
+            Encoding::SignalR => match self.open {
+                HubClose::Arguments => self.buf.extend_from_slice(b"]}\x1e"),
+                HubClose::Item => self.buf.extend_from_slice(b"}\x1e"),
+                HubClose::TargetFromBody(body_at) => {
+                    // The body starts with the type name as a JSON string; valid type names need no escaping.
+                    let mut name = [0u8; 64];
+                    let rest = self.buf.get(body_at + 1..).unwrap_or_default();
+                    let n = rest.iter().take(64).take_while(|&&b| b != b'"').count();
+                    name[..n].copy_from_slice(&rest[..n]);
+                    self.buf.extend_from_slice(b"],\"target\":\"");
+                    push_hub_target(&mut self.buf, &name[..n]);
+                    self.buf.extend_from_slice(b"\"}\x1e");
+                }
+            },
         }
+    }
+
+    /// SignalR: the stream invocation that the stored events written next belong to; `None` sends them as
+    /// Invocations. The fan-out sets it per subscription.
+    pub fn set_stream(&mut self, stream: Option<std::sync::Arc<str>>) {
+        self.stream = stream;
+    }
+
+    /// SignalR: true while stored events go to a stream.
+    pub fn has_stream(&self) -> bool {
+        self.stream.is_some()
+    }
+
+    /// SignalR: appends one complete hub message (a JSON object) and its record separator: the handshake
+    /// answer, a Completion, a Ping or a Close.
+    pub fn push_hub_message(&mut self, json: &[u8]) {
+        self.buf.extend_from_slice(json);
+        self.buf.push(RECORD_SEPARATOR);
+        self.n_events += 1;
     }
 
     /// Writes the header of a stored message's event; the caller appends the stored body, then calls
     /// [`BatchWriter::finish_stored`] with the returned token.
     pub(crate) fn begin_stored(&mut self, kind: Kind, snapshot: Option<bool>) -> usize {
-        if kind == Kind::Event {
-            // The body starts with the type name's JSON string, so only the member name goes here.
-            let at = self.buf.len();
-            match self.encoding {
-                Encoding::Json => {
-                    self.buf.push(if self.n_events == 0 { b'[' } else { b',' });
-                    self.buf.extend_from_slice(match snapshot {
-                        None => b"{\"type\":".as_slice(),
-                        Some(true) => b"{\"type\":\"snapshot\",\"recovered\":true,\"event\":",
-                        Some(false) => b"{\"type\":\"snapshot\",\"recovered\":false,\"event\":",
-                    });
+        let at = self.buf.len();
+        // The event object's opening, up to where the stored body starts. A named event's body starts with its
+        // type name's JSON string, so only the member name goes here.
+        let object: &[u8] = match (kind, snapshot) {
+            (Kind::Event, None) => b"{\"type\":",
+            (Kind::Event, Some(true)) => b"{\"type\":\"snapshot\",\"recovered\":true,\"event\":",
+            (Kind::Event, Some(false)) => b"{\"type\":\"snapshot\",\"recovered\":false,\"event\":",
+            (Kind::Tick, None) => b"{\"type\":\"tick\",",
+            (Kind::Tick, Some(true)) => b"{\"type\":\"snapshot\",\"recovered\":true,",
+            (Kind::Tick, Some(false)) => b"{\"type\":\"snapshot\",\"recovered\":false,",
+        };
+        match self.encoding {
+            Encoding::Json => {
+                self.buf.push(if self.n_events == 0 { b'[' } else { b',' });
+                self.buf.extend_from_slice(object);
+            }
+            Encoding::Binary => {
+                let (rec, flags) = match snapshot {
+                    None => (record::EVENT, 0),
+                    Some(r) => (record::SNAPSHOT, r as u8),
+                };
+                self.buf.extend_from_slice(&[0, 0, 0, 0, rec, kind as u8, flags, 0]);
+            }
+            Encoding::SignalR => {
+                if let Some(stream) = &self.stream {
+                    self.buf.extend_from_slice(b"{\"type\":2,\"invocationId\":\"");
+                    push_json_str(&mut self.buf, stream);
+                    self.buf.extend_from_slice(b"\",\"item\":");
+                    self.open = HubClose::Item;
+                } else if kind == Kind::Tick {
+                    self.buf.extend_from_slice(b"{\"type\":1,\"target\":\"tick\",\"arguments\":[");
+                    self.open = HubClose::Arguments;
+                } else {
+                    self.buf.extend_from_slice(b"{\"type\":1,\"arguments\":[");
                 }
-                Encoding::Binary => {
-                    let (rec, flags) = match snapshot {
-                        None => (record::EVENT, 0),
-                        Some(r) => (record::SNAPSHOT, r as u8),
-                    };
-                    self.buf.extend_from_slice(&[0, 0, 0, 0, rec, kind as u8, flags, 0]);
+                self.buf.extend_from_slice(object);
+                if self.stream.is_none() && kind == Kind::Event {
+                    self.open = HubClose::TargetFromBody(self.buf.len());
                 }
             }
-            self.n_events += 1;
-            return at;
         }
-        match snapshot {
-            None => self.begin(kind.name(), record::EVENT, kind as u8, 0),
-            Some(recovered) => {
-                let at = self.begin("snapshot", record::SNAPSHOT, kind as u8, recovered as u8);
-                if self.encoding == Encoding::Json {
-                    self.buf.extend_from_slice(if recovered {
-                        b"\"recovered\":true,"
-                    } else {
-                        b"\"recovered\":false,"
-                    });
-                }
-                at
-            }
-        }
+        self.n_events += 1;
+        at
     }
 
     pub(crate) fn buf_mut(&mut self) -> &mut Vec<u8> {
@@ -649,7 +738,7 @@ impl BatchWriter {
     pub fn push_stored(&mut self, kind: Kind, snapshot: Option<bool>, json_body: &[u8], bin_body: &[u8]) {
         let at = self.begin_stored(kind, snapshot);
         let body = match self.encoding {
-            Encoding::Json => json_body,
+            Encoding::Json | Encoding::SignalR => json_body,
             Encoding::Binary => bin_body,
         };
         self.buf.extend_from_slice(body);
@@ -672,7 +761,7 @@ impl BatchWriter {
         let at = self.begin("ack", record::ACK, 0, 0);
         let members = object_members(fields);
         match self.encoding {
-            Encoding::Json => {
+            Encoding::Json | Encoding::SignalR => {
                 self.buf.extend_from_slice(b"\"id\":");
                 self.buf.extend_from_slice(itoa::Buffer::new().format(id).as_bytes());
                 if !members.is_empty() {
@@ -694,7 +783,7 @@ impl BatchWriter {
     fn push_id_event(&mut self, name: &str, rec: u8, id: u64) {
         let at = self.begin(name, rec, 0, 0);
         match self.encoding {
-            Encoding::Json => {
+            Encoding::Json | Encoding::SignalR => {
                 self.buf.extend_from_slice(b"\"id\":");
                 self.buf.extend_from_slice(itoa::Buffer::new().format(id).as_bytes());
                 self.buf.push(b'}');
@@ -708,7 +797,7 @@ impl BatchWriter {
     pub fn push_gap(&mut self, topic: &str, from: u64, to: u64) {
         let at = self.begin("gap", record::GAP, 0, 0);
         match self.encoding {
-            Encoding::Json => {
+            Encoding::Json | Encoding::SignalR => {
                 let mut ib = itoa::Buffer::new();
                 self.buf.extend_from_slice(b"\"topic\":\"");
                 push_json_str(&mut self.buf, topic);
@@ -733,7 +822,7 @@ impl BatchWriter {
     pub fn push_error(&mut self, id: Option<u64>, code: &str, message: &str) {
         let at = self.begin("error", record::ERROR, 0, 0);
         match self.encoding {
-            Encoding::Json => {
+            Encoding::Json | Encoding::SignalR => {
                 if let Some(id) = id {
                     self.buf.extend_from_slice(b"\"id\":");
                     self.buf.extend_from_slice(itoa::Buffer::new().format(id).as_bytes());

@@ -180,6 +180,8 @@ struct Cursor {
     snapshot: Option<bool>,
     /// Drained by [`Subscriber::drain_datagrams`] instead of [`Subscriber::drain`] (conflating topics only).
     datagram: bool,
+    /// SignalR: the stream invocation this subscription's messages are items of (`StreamTicks`).
+    stream: Option<std::sync::Arc<str>>,
 }
 
 /// One connection's subscriptions and read positions. Owned by the connection's task; no other thread touches it.
@@ -248,7 +250,7 @@ impl Subscriber {
             Start::Snapshot { recovered } => (1, Some(recovered)),
             Start::Already => unreachable!("start_for never returns Already"),
         };
-        self.cursors.push(Cursor { topic, next, snapshot, datagram: false });
+        self.cursors.push(Cursor { topic, next, snapshot, datagram: false, stream: None });
         self.signal.schedule();
         Ok(start)
     }
@@ -287,6 +289,19 @@ impl Subscriber {
             self.signal.schedule();
         }
         d
+    }
+
+    /// SignalR: sends a subscription's messages as items of stream `stream` (or, with `None`, as Invocations
+    /// again). False when not subscribed.
+    pub fn set_stream(&mut self, name: &str, stream: Option<std::sync::Arc<str>>) -> bool {
+        let Some(c) = self.cursors.iter_mut().find(|c| c.topic.name() == name) else { return false };
+        c.stream = stream;
+        true
+    }
+
+    /// SignalR: the stream a subscription feeds, if any.
+    pub fn stream_of(&self, name: &str) -> Option<&std::sync::Arc<str>> {
+        self.cursors.iter().find(|c| c.topic.name() == name).and_then(|c| c.stream.as_ref())
     }
 
     /// Unsubscribes; false when not subscribed.
@@ -385,6 +400,10 @@ fn drain_cursor(
     d: &mut Drain,
 ) -> Result<(), SlowConsumer> {
     let ring = &c.topic.ring;
+    // Streams are rare (SignalR `StreamTicks`): a connection without any pays one branch here, no refcount.
+    if c.stream.is_some() || batch.has_stream() {
+        batch.set_stream(c.stream.clone());
+    }
     if let Some(recovered) = c.snapshot {
         loop {
             let head = ring.head();

@@ -154,7 +154,7 @@ impl Ring {
         let bin_len = ((lens >> 24) & 0xff_ffff) as usize;
         let kind = Kind::from_u8((lens >> 48) as u8);
         let (start, len) = match batch.encoding() {
-            Encoding::Json => (HEADER_WORDS, json_len),
+            Encoding::Json | Encoding::SignalR => (HEADER_WORDS, json_len),
             Encoding::Binary => (HEADER_WORDS + json_len.div_ceil(8), bin_len),
         };
         let mark = batch.mark();

@@ -31,6 +31,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
+mod signalr;
+
 /// Per-connection protocol settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SessionConfig {
@@ -72,6 +74,14 @@ pub enum CloseReason {
     SlowConsumer(SlowConsumer),
     /// 4000: nothing received from the client for too long.
     IdleTimeout,
+    /// 1000: the client said it is leaving (a SignalR Close message).
+    Normal,
+    /// 1002: SignalR: the handshake was refused (the reason went out as the handshake's `error`).
+    HandshakeFailed(String),
+    /// 1002: SignalR: a hub message that is not valid; the reason starts with a stable code.
+    ProtocolError(String),
+    /// 1009: SignalR: a hub message over the size limit.
+    MessageTooLarge(String),
 }
 
 impl CloseReason {
@@ -82,6 +92,9 @@ impl CloseReason {
             CloseReason::PolicyViolation(_) => 1008,
             CloseReason::SlowConsumer(_) => 4008,
             CloseReason::IdleTimeout => 4000,
+            CloseReason::Normal => 1000,
+            CloseReason::HandshakeFailed(_) | CloseReason::ProtocolError(_) => 1002,
+            CloseReason::MessageTooLarge(_) => 1009,
         }
     }
 
@@ -102,6 +115,10 @@ impl fmt::Display for CloseReason {
             CloseReason::PolicyViolation(why) => write!(f, "policy violation: {why}"),
             CloseReason::SlowConsumer(s) => s.fmt(f),
             CloseReason::IdleTimeout => f.write_str("idle timeout"),
+            CloseReason::Normal => f.write_str("closed by the client"),
+            CloseReason::HandshakeFailed(why) => write!(f, "handshake failed: {why}"),
+            CloseReason::ProtocolError(why) => write!(f, "protocol error: {why}"),
+            CloseReason::MessageTooLarge(why) => write!(f, "message too large: {why}"),
         }
     }
 }
@@ -126,6 +143,10 @@ pub mod code {
     pub const UNAUTHORIZED: &str = "unauthorized";
     /// The identity may not do this (another user's private topic; `publish` without a publisher token).
     pub const FORBIDDEN: &str = "forbidden";
+    /// SignalR: no hub method of that name.
+    pub const UNKNOWN_METHOD: &str = "unknown_method";
+    /// SignalR: more invocations in flight than the connection may have.
+    pub const TOO_MANY_INVOCATIONS: &str = "too_many_invocations";
 }
 
 /// The prefix of private topics: `users.<name>` is readable only by the connection of user `<name>`.
@@ -189,6 +210,8 @@ pub struct Session {
     ops: std::collections::VecDeque<AppOp>,
     /// The datagram being built by [`Session::poll_datagram`].
     datagram: BatchWriter,
+    /// SignalR hub protocol state; `None` for the native encodings.
+    hub: Option<Box<signalr::HubState>>,
 }
 
 impl fmt::Debug for Session {
@@ -211,6 +234,7 @@ impl Session {
             identity: Identity::default(),
             ops: Default::default(),
             datagram: BatchWriter::new(encoding),
+            hub: (encoding == Encoding::SignalR).then(Default::default),
         }
     }
 
@@ -232,6 +256,9 @@ impl Session {
     /// Answers an [`AppOp`]: an `ack` carrying `fields` (one JSON object), or an `error` with a stable code.
     /// Refusals here are the application's verdicts, not bad frames: they do not count toward `max_errors`.
     pub fn handle_op_result(&mut self, id: u64, result: Result<&str, (&str, &str)>) {
+        if self.hub.is_some() {
+            return self.hub_op_result(id, result);
+        }
         match result {
             Ok(fields) => self.batch.push_ack_with(id, fields),
             Err((code, message)) => self.batch.push_error(Some(id), code, message),
@@ -253,6 +280,9 @@ impl Session {
     pub fn handle_frame(&mut self, frame: &[u8], now: Instant) {
         if self.close.is_some() {
             return;
+        }
+        if self.hub.is_some() {
+            return self.handle_hub_frame(frame, now);
         }
         if frame.len() > self.config.max_frame_bytes {
             let msg = format!("frame of {} bytes exceeds {}", frame.len(), self.config.max_frame_bytes);
@@ -298,40 +328,54 @@ impl Session {
         if op.datagrams && !self.config.datagrams {
             return self.error(op.id, code::BAD_REQUEST, "\"datagrams\" needs a QUIC connection", now);
         }
+        match self.subscribe_topics(&names, op.since.as_ref(), op.datagrams) {
+            Ok(()) => self.batch.push_ack(op.id.unwrap_or(0)),
+            Err((c, msg)) => self.error(op.id, c, &msg, now),
+        }
+    }
+
+    /// Subscribes to every topic in `names`, or to none when one of them cannot be (the error says which).
+    fn subscribe_topics(
+        &mut self,
+        names: &[String],
+        since: Option<&HashMap<String, Position>>,
+        datagrams: bool,
+    ) -> Result<(), (&'static str, String)> {
         let engine = self.sub.engine().clone();
         // All or nothing: check every name before subscribing to any.
         let mut topics = Vec::with_capacity(names.len());
-        for name in &names {
+        for name in names {
             if !valid_topic_name(name) {
-                return self.error(op.id, code::INVALID_TOPIC, &format!("invalid topic name {name:?}"), now);
+                return Err((code::INVALID_TOPIC, format!("invalid topic name {name:?}")));
             }
             if let Some(owner) = name.strip_prefix(PRIVATE_PREFIX)
                 && self.identity.user.as_deref() != Some(owner)
             {
-                let msg = format!("{name:?} is private to user {owner:?}");
-                return self.error(op.id, code::FORBIDDEN, &msg, now);
+                return Err((code::FORBIDDEN, format!("{name:?} is private to user {owner:?}")));
             }
             match engine.topic(name) {
                 Some(t) => topics.push(t),
-                None => return self.error(op.id, code::UNKNOWN_TOPIC, &format!("no topic {name:?}"), now),
+                None => return Err((code::UNKNOWN_TOPIC, format!("no topic {name:?}"))),
             }
         }
         let new = topics.iter().filter(|t| !self.sub.is_subscribed(t.name())).count();
         if !self.sub.has_room_for(new) {
-            let msg = format!("at most {} topics per connection", self.config.limits.max_topics);
-            return self.error(op.id, code::TOO_MANY_TOPICS, &msg, now);
+            return Err((
+                code::TOO_MANY_TOPICS,
+                format!("at most {} topics per connection", self.config.limits.max_topics),
+            ));
         }
         for t in topics {
-            let since = op.since.as_ref().and_then(|s| s.get(t.name()).copied());
+            let since = since.and_then(|s| s.get(t.name()).copied());
             let name = t.name().to_owned();
             match self.sub.subscribe(t, since) {
                 Ok(Start::Already | Start::Snapshot { .. } | Start::Replay { .. }) => {}
                 Err(_) => unreachable!("room was checked above"),
             }
             // The latest subscribe decides; reliable topics stay on the stream whatever was asked.
-            self.sub.set_datagram(&name, op.datagrams);
+            self.sub.set_datagram(&name, datagrams);
         }
-        self.batch.push_ack(op.id.unwrap_or(0));
+        Ok(())
     }
 
     fn handle_bid(&mut self, op: Op, now: Instant) {
@@ -362,6 +406,11 @@ impl Session {
 
     fn error(&mut self, id: Option<u64>, code: &str, message: &str, now: Instant) {
         self.batch.push_error(id, code, message);
+        self.count_error(now);
+    }
+
+    /// Counts a refused request; past `max_errors` within `error_window`, the connection closes with 1008.
+    fn count_error(&mut self, now: Instant) {
         let start = *self.window_start.get_or_insert(now);
         if now.duration_since(start) > self.config.error_window {
             self.window_start = Some(now);
@@ -377,6 +426,9 @@ impl Session {
     /// Drains the subscriptions into the pending batch and returns the frame to send, if any. Call
     /// [`Session::sent`] after writing it.
     pub fn poll_transmit(&mut self) -> Option<&[u8]> {
+        if self.hub.is_some() && self.close.is_some() {
+            self.push_hub_close();
+        }
         if self.close.is_none() {
             match self.sub.drain(&mut self.batch) {
                 Ok(d) => {

@@ -1,0 +1,554 @@
+//! The SignalR JSON hub protocol on top of the same [`Session`]: the handshake, hub messages separated by
+//! `0x1E`, and the hub methods `Subscribe`, `Unsubscribe`, `PlaceBid` and `StreamTicks`. Only the framing and
+//! the names differ from the native protocol; subscriptions, batching, conflation and slow-consumer rules are
+//! the session's own. Outgoing events are framed by [`crate::BatchWriter`] under [`crate::Encoding::SignalR`].
+//!
+//! Specification: `HubProtocol.md` in dotnet/aspnetcore `src/SignalR/docs/specs/`; where the official clients
+//! differ, this follows the clients (see `docs/SIGNALR.md`).
+
+use super::{AppOp, CloseReason, Session, code};
+use crate::TICKS_PREFIX;
+use crate::codec::{RECORD_SEPARATOR, push_json_str};
+use crate::topic::Position;
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Invocations waiting for an asynchronous answer (bids) at once; more are refused.
+const MAX_PENDING_INVOCATIONS: usize = 64;
+/// Server-to-client streams open at once on one connection.
+const MAX_STREAMS: usize = 64;
+
+/// Hub message types (`"type"`).
+mod ty {
+    pub const INVOCATION: u64 = 1;
+    pub const STREAM_ITEM: u64 = 2;
+    pub const COMPLETION: u64 = 3;
+    pub const STREAM_INVOCATION: u64 = 4;
+    pub const CANCEL_INVOCATION: u64 = 5;
+    pub const PING: u64 = 6;
+    pub const CLOSE: u64 = 7;
+}
+
+/// One connection's hub protocol state.
+#[derive(Debug, Default)]
+pub(super) struct HubState {
+    handshake_done: bool,
+    /// The start of a hub message whose separator has not arrived yet.
+    partial: Vec<u8>,
+    /// Internal op ids of invocations answered later (bids), to the client's `invocationId`.
+    pending: HashMap<u64, Box<str>>,
+    next_id: u64,
+    /// Open `StreamTicks` streams by invocation id.
+    streams: HashMap<Arc<str>, Stream>,
+    close_sent: bool,
+}
+
+#[derive(Debug)]
+struct Stream {
+    topic: String,
+    /// The connection had subscribed to the topic before the stream took it over: cancelling gives it back.
+    was_subscribed: bool,
+}
+
+#[derive(Deserialize)]
+struct Handshake {
+    protocol: String,
+    version: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HubMessage {
+    #[serde(rename = "type")]
+    ty: u64,
+    #[serde(default)]
+    invocation_id: Option<String>,
+    #[serde(default)]
+    target: Option<String>,
+    #[serde(default)]
+    arguments: Option<Vec<Value>>,
+    #[serde(default)]
+    stream_ids: Option<Vec<String>>,
+}
+
+/// A refused invocation: a stable code and a message, sent as the Completion's `error` (`"code: message"`).
+type Refusal = (&'static str, String);
+
+fn bad_args(method: &str, signature: &str) -> Refusal {
+    (code::BAD_REQUEST, format!("{method} takes ({signature})"))
+}
+
+impl Session {
+    pub(super) fn handle_hub_frame(&mut self, frame: &[u8], now: Instant) {
+        let max = self.config.max_frame_bytes;
+        let mut rest = frame;
+        while let Some(pos) = rest.iter().position(|&b| b == RECORD_SEPARATOR) {
+            let hub = self.hub.as_mut().expect("hub session");
+            let msg = if hub.partial.is_empty() {
+                std::borrow::Cow::Borrowed(&rest[..pos])
+            } else {
+                hub.partial.extend_from_slice(&rest[..pos]);
+                std::borrow::Cow::Owned(std::mem::take(&mut hub.partial))
+            };
+            rest = &rest[pos + 1..];
+            if msg.len() > max {
+                let why = format!("a hub message of {} bytes exceeds the limit of {max}", msg.len());
+                self.close = Some(CloseReason::MessageTooLarge(why));
+                return;
+            }
+            self.handle_hub_message(&msg, now);
+            if self.close.is_some() {
+                return;
+            }
+        }
+        let hub = self.hub.as_mut().expect("hub session");
+        if hub.partial.len() + rest.len() > max {
+            let why = format!("a hub message of over {max} bytes without its 0x1E separator");
+            self.close = Some(CloseReason::MessageTooLarge(why));
+            return;
+        }
+        hub.partial.extend_from_slice(rest);
+    }
+
+    fn handle_hub_message(&mut self, msg: &[u8], now: Instant) {
+        let hub = self.hub.as_mut().expect("hub session");
+        if !hub.handshake_done {
+            return self.handle_handshake(msg);
+        }
+        let m: HubMessage = match serde_json::from_slice(msg) {
+            Ok(m) => m,
+            Err(e) => {
+                let c = if e.is_data() { code::BAD_REQUEST } else { code::BAD_JSON };
+                self.close = Some(CloseReason::ProtocolError(format!("{c}: {e}")));
+                return;
+            }
+        };
+        match m.ty {
+            ty::INVOCATION | ty::STREAM_INVOCATION => self.invoke(m, now),
+            ty::CANCEL_INVOCATION => {
+                if let Some(id) = m.invocation_id {
+                    self.end_stream(&id);
+                }
+            }
+            ty::CLOSE => self.close = Some(CloseReason::Normal),
+            // Pings only prove the client is alive (the adapter saw the frame). Client results, client-to-server
+            // stream items, Ack and Sequence (stateful reconnect, which negotiate never offers) have no meaning
+            // here, and the specification tells receivers to ignore message types they do not know.
+            ty::PING | ty::STREAM_ITEM | ty::COMPLETION => {}
+            _ => {}
+        }
+    }
+
+    fn handle_handshake(&mut self, msg: &[u8]) {
+        let refusal = match serde_json::from_slice::<Handshake>(msg) {
+            Err(e) => Some(format!("bad_request: the handshake must be {{\"protocol\":\"json\",\"version\":1}}: {e}")),
+            Ok(h) if h.protocol != "json" => Some(format!(
+                "The protocol '{}' is not supported; this server speaks the 'json' hub protocol.",
+                h.protocol
+            )),
+            Ok(h) if h.version != 1 => {
+                Some(format!("The server does not support version {} of the 'json' protocol.", h.version))
+            }
+            Ok(_) => None,
+        };
+        if let Some(why) = refusal {
+            let mut out = b"{\"error\":\"".to_vec();
+            push_json_str(&mut out, &why);
+            out.extend_from_slice(b"\"}");
+            self.batch.push_hub_message(&out);
+            self.close = Some(CloseReason::HandshakeFailed(why));
+            self.sub.signal().schedule();
+            return;
+        }
+        self.hub.as_mut().expect("hub session").handshake_done = true;
+        self.batch.push_hub_message(b"{}");
+        // `Clients.User`: a logged-in connection hears its own private topic without asking, from now on.
+        if let Some(user) = &self.identity.user {
+            let name = format!("{}{user}", super::PRIVATE_PREFIX);
+            if let Some(topic) = self.sub.engine().topic(&name) {
+                let since = Position { epoch: topic.epoch(), seq: topic.head() };
+                let _ = self.sub.subscribe(topic, Some(since));
+            }
+        }
+        self.sub.signal().schedule();
+    }
+
+    fn invoke(&mut self, m: HubMessage, now: Instant) {
+        let streaming = m.ty == ty::STREAM_INVOCATION;
+        let id = m.invocation_id;
+        let target = m.target.unwrap_or_default();
+        let args = m.arguments.unwrap_or_default();
+        let result: Result<Option<String>, Refusal> = if m.stream_ids.is_some_and(|s| !s.is_empty()) {
+            Err((code::BAD_REQUEST, "client-to-server streams are not supported".to_owned()))
+        } else if streaming && id.is_none() {
+            Err((code::BAD_REQUEST, "a StreamInvocation needs an invocationId".to_owned()))
+        } else {
+            // Hub method names match without regard to case, as in ASP.NET Core.
+            match (target.to_ascii_lowercase().as_str(), streaming) {
+                ("subscribe", false) => self.hub_subscribe(&args).map(|()| None),
+                ("unsubscribe", false) => self.hub_unsubscribe(&args).map(|()| None),
+                ("placebid", false) => match self.hub_place_bid(id.as_deref(), &args) {
+                    // Answered when the auction house has taken the bid.
+                    Ok(()) => return,
+                    Err(e) => Err(e),
+                },
+                ("streamticks", true) => match self.hub_stream_ticks(id.as_deref().unwrap_or_default(), &args) {
+                    // Completed when the stream ends.
+                    Ok(()) => return,
+                    Err(e) => Err(e),
+                },
+                ("streamticks", false) => {
+                    Err((code::BAD_REQUEST, "StreamTicks is a streaming method: call it with stream()".to_owned()))
+                }
+                ("subscribe" | "unsubscribe" | "placebid", true) => {
+                    Err((code::BAD_REQUEST, format!("{target} is not a streaming method: call it with invoke()")))
+                }
+                _ => Err((
+                    code::UNKNOWN_METHOD,
+                    format!(
+                        "unknown hub method {target:?}; the hub has Subscribe, Unsubscribe, PlaceBid and StreamTicks"
+                    ),
+                )),
+            }
+        };
+        if result.is_err() {
+            self.count_error(now);
+        }
+        if let Some(id) = id {
+            self.push_completion(&id, result.as_ref().map(|r| r.as_deref()).map_err(|(c, m)| (*c, m.as_str())));
+        }
+    }
+
+    fn hub_subscribe(&mut self, args: &[Value]) -> Result<(), Refusal> {
+        let names = topic_list(args).ok_or_else(|| bad_args("Subscribe", "topics: string[], non-empty"))?;
+        self.subscribe_topics(&names, None, false)
+    }
+
+    fn hub_unsubscribe(&mut self, args: &[Value]) -> Result<(), Refusal> {
+        let names = topic_list(args).ok_or_else(|| bad_args("Unsubscribe", "topics: string[], non-empty"))?;
+        for name in &names {
+            if let Some(stream) = self.sub.stream_of(name).cloned() {
+                self.end_stream(&stream);
+            }
+            self.sub.unsubscribe(name);
+        }
+        Ok(())
+    }
+
+    fn hub_place_bid(&mut self, id: Option<&str>, args: &[Value]) -> Result<(), Refusal> {
+        let text = |v: &Value| match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        };
+        let [lot, amount, Value::String(key)] = args else {
+            return Err(bad_args("PlaceBid", "lotId: string, amount: string, idempotencyKey: string"));
+        };
+        let (Some(lot), Some(amount)) = (text(lot), text(amount)) else {
+            return Err(bad_args("PlaceBid", "lotId: string, amount: string, idempotencyKey: string"));
+        };
+        let Some(user) = self.identity.user.clone() else {
+            return Err((code::UNAUTHORIZED, "PlaceBid needs a logged-in connection (access_token)".to_owned()));
+        };
+        let hub = self.hub.as_mut().expect("hub session");
+        let op_id = match id {
+            // A non-blocking invocation: the bid is placed, its answer dropped (the outcome still comes by push).
+            None => 0,
+            Some(_) if hub.pending.len() >= MAX_PENDING_INVOCATIONS => {
+                let msg = format!("at most {MAX_PENDING_INVOCATIONS} invocations may wait for an answer at once");
+                return Err((code::TOO_MANY_INVOCATIONS, msg));
+            }
+            Some(id) => {
+                hub.next_id += 1;
+                hub.pending.insert(hub.next_id, id.into());
+                hub.next_id
+            }
+        };
+        self.ops.push_back(AppOp::Bid { id: op_id, user, lot, amount, key: key.clone() });
+        Ok(())
+    }
+
+    fn hub_stream_ticks(&mut self, id: &str, args: &[Value]) -> Result<(), Refusal> {
+        let [Value::String(symbol)] = args else { return Err(bad_args("StreamTicks", "symbol: string")) };
+        let topic = format!("{TICKS_PREFIX}{symbol}");
+        let hub = self.hub.as_ref().expect("hub session");
+        if hub.streams.contains_key(id) {
+            return Err((code::BAD_REQUEST, format!("stream {id:?} is already open")));
+        }
+        if hub.streams.len() >= MAX_STREAMS {
+            return Err((code::TOO_MANY_INVOCATIONS, format!("at most {MAX_STREAMS} streams per connection")));
+        }
+        // One stream per topic: a newer one takes the topic over and the older completes.
+        if let Some(old) = self.sub.stream_of(&topic).cloned() {
+            self.end_stream(&old);
+        }
+        let was_subscribed = self.sub.is_subscribed(&topic);
+        if !was_subscribed {
+            self.subscribe_topics(std::slice::from_ref(&topic), None, false)?;
+        }
+        let id: Arc<str> = id.into();
+        self.sub.set_stream(&topic, Some(id.clone()));
+        self.hub.as_mut().expect("hub session").streams.insert(id, Stream { topic, was_subscribed });
+        self.sub.signal().schedule();
+        Ok(())
+    }
+
+    /// Ends stream `id` (cancelled, or its topic unsubscribed or taken over) with its Completion.
+    fn end_stream(&mut self, id: &str) {
+        let Some(stream) = self.hub.as_mut().expect("hub session").streams.remove(id) else { return };
+        if stream.was_subscribed {
+            self.sub.set_stream(&stream.topic, None);
+        } else {
+            self.sub.unsubscribe(&stream.topic);
+        }
+        self.push_completion(id, Ok(None));
+    }
+
+    pub(super) fn hub_op_result(&mut self, op_id: u64, result: Result<&str, (&str, &str)>) {
+        let Some(id) = self.hub.as_mut().expect("hub session").pending.remove(&op_id) else { return };
+        self.push_completion(&id, result.map(Some));
+    }
+
+    /// `{"type":3,"invocationId":ID}` with `result` (raw JSON), `error` (`"code: message"`), or neither.
+    fn push_completion(&mut self, id: &str, result: Result<Option<&str>, (&str, &str)>) {
+        let mut out = Vec::with_capacity(64);
+        out.extend_from_slice(b"{\"type\":3,\"invocationId\":\"");
+        push_json_str(&mut out, id);
+        out.push(b'"');
+        match result {
+            Ok(None) => {}
+            Ok(Some(json)) => {
+                out.extend_from_slice(b",\"result\":");
+                out.extend_from_slice(json.as_bytes());
+            }
+            Err((c, m)) => {
+                out.extend_from_slice(b",\"error\":\"");
+                push_json_str(&mut out, c);
+                out.extend_from_slice(b": ");
+                push_json_str(&mut out, m);
+                out.push(b'"');
+            }
+        }
+        out.push(b'}');
+        self.batch.push_hub_message(&out);
+        self.sub.signal().schedule();
+    }
+
+    /// SignalR: queues a Ping (`{"type":6}`), which a client needs to hear at least every 15 s or it gives the
+    /// connection up. A no-op before the handshake, after a close, and for the native encodings.
+    pub fn keep_alive(&mut self) {
+        if self.close.is_none() && self.hub.as_ref().is_some_and(|h| h.handshake_done) {
+            self.batch.push_hub_message(b"{\"type\":6}");
+            self.sub.signal().schedule();
+        }
+    }
+
+    /// SignalR: true once the handshake succeeded.
+    pub fn handshake_done(&self) -> bool {
+        self.hub.as_ref().is_some_and(|h| h.handshake_done)
+    }
+
+    /// The Close message (`{"type":7,...}`) that tells a SignalR client why the server closes, once.
+    pub(super) fn push_hub_close(&mut self) {
+        let Some(reason) = &self.close else { return };
+        let hub = self.hub.as_mut().expect("hub session");
+        if hub.close_sent || !hub.handshake_done {
+            return;
+        }
+        hub.close_sent = true;
+        let (error, reconnect) = match reason {
+            CloseReason::Normal => (None, false),
+            CloseReason::GoingAway | CloseReason::SlowConsumer(_) | CloseReason::IdleTimeout => {
+                (Some(reason.to_string()), true)
+            }
+            _ => (Some(reason.to_string()), false),
+        };
+        let Some(error) = error else { return };
+        let mut out = b"{\"type\":7,\"error\":\"".to_vec();
+        push_json_str(&mut out, &format!("{}: {error}", reason.code()));
+        out.extend_from_slice(if reconnect { b"\",\"allowReconnect\":true}" } else { b"\"}" });
+        self.batch.push_hub_message(&out);
+    }
+}
+
+/// The one argument of Subscribe/Unsubscribe: a non-empty array of strings.
+fn topic_list(args: &[Value]) -> Option<Vec<String>> {
+    let [Value::Array(items)] = args else { return None };
+    if items.is_empty() {
+        return None;
+    }
+    items.iter().map(|v| v.as_str().map(str::to_owned)).collect()
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::{Encoding, Engine, EngineConfig, Identity, Price, SessionConfig, Tick};
+
+    fn tick(p: i64) -> Tick {
+        Tick { price: Price(p * 1_000_000_000), size: 1, ..Default::default() }
+    }
+
+    /// The hub messages of one batch, parsed.
+    fn recv(s: &mut Session) -> Vec<Value> {
+        let Some(f) = s.poll_transmit() else { return Vec::new() };
+        assert_eq!(f.last(), Some(&RECORD_SEPARATOR), "every batch ends with a separator");
+        let out =
+            f[..f.len() - 1].split(|&b| b == RECORD_SEPARATOR).map(|m| serde_json::from_slice(m).unwrap()).collect();
+        s.sent();
+        out
+    }
+
+    fn connected(engine: &Arc<Engine>) -> Session {
+        let mut s = Session::new(engine.clone(), Encoding::SignalR, SessionConfig::default());
+        s.handle_frame(b"{\"protocol\":\"json\",\"version\":1}\x1e", Instant::now());
+        assert_eq!(recv(&mut s), vec![serde_json::json!({})]);
+        s
+    }
+
+    #[test]
+    fn signalr_subscribe_completes_then_ticks_arrive_as_invocations_in_one_frame() {
+        let engine = Engine::new(EngineConfig::default());
+        let mut w = engine.create_topic("ticks.AAPL").unwrap();
+        w.publish_tick(&tick(1), 10).unwrap();
+        let mut s = connected(&engine);
+        // Two messages in one frame, the second split across frames.
+        s.handle_frame(b"{\"type\":6}\x1e{\"type\":1,\"invocationId\":\"0\",\"target\":\"subscribe\",", Instant::now());
+        s.handle_frame(b"\"arguments\":[[\"ticks.AAPL\"]]}\x1e", Instant::now());
+        let out = recv(&mut s);
+        assert_eq!(out[0], serde_json::json!({"type": 3, "invocationId": "0"}));
+        assert_eq!(out[1]["type"], 1);
+        assert_eq!(out[1]["target"], "tick");
+        assert_eq!(out[1]["arguments"][0]["type"], "snapshot");
+        w.publish_tick(&tick(2), 11).unwrap();
+        w.publish_tick(&tick(3), 12).unwrap();
+        let out = recv(&mut s);
+        assert_eq!(out.len(), 2, "two ticks batched into one frame");
+        for (m, seq) in out.iter().zip([2, 3]) {
+            assert_eq!(m["target"], "tick");
+            assert_eq!(m["arguments"][0]["type"], "tick");
+            assert_eq!(m["arguments"][0]["seq"], seq);
+            assert_eq!(m["arguments"][0]["symbol"], "AAPL");
+        }
+    }
+
+    #[test]
+    fn signalr_bad_handshake_is_answered_with_an_error_and_closes() {
+        let engine = Engine::new(EngineConfig::default());
+        for (hs, want) in [
+            (&b"{\"protocol\":\"messagepack\",\"version\":1}\x1e"[..], "messagepack"),
+            (b"{\"protocol\":\"json\",\"version\":7}\x1e", "version 7"),
+            (b"hello\x1e", "bad_request"),
+        ] {
+            let mut s = Session::new(engine.clone(), Encoding::SignalR, SessionConfig::default());
+            s.handle_frame(hs, Instant::now());
+            let out = recv(&mut s);
+            assert!(out[0]["error"].as_str().unwrap().contains(want), "{out:?}");
+            assert_eq!(out.len(), 1, "no Close message after a failed handshake");
+            assert_eq!(s.poll_close().map(CloseReason::code), Some(1002));
+        }
+    }
+
+    #[test]
+    fn signalr_unknown_method_and_wrong_arguments_get_error_completions_and_keep_the_connection() {
+        let engine = Engine::new(EngineConfig::default());
+        engine.create_topic("ticks.AAPL").unwrap();
+        let mut s = connected(&engine);
+        let cases: [(&[u8], &str); 5] = [
+            (b"{\"type\":1,\"invocationId\":\"1\",\"target\":\"Nope\",\"arguments\":[]}\x1e", "unknown_method: "),
+            (b"{\"type\":1,\"invocationId\":\"2\",\"target\":\"Subscribe\",\"arguments\":[5]}\x1e", "bad_request: "),
+            (
+                b"{\"type\":1,\"invocationId\":\"3\",\"target\":\"Subscribe\",\"arguments\":[[\"ticks.ZZZ\"]]}\x1e",
+                "unknown_topic: ",
+            ),
+            (
+                b"{\"type\":1,\"invocationId\":\"4\",\"target\":\"PlaceBid\",\"arguments\":[\"1\",\"2\",\"k\"]}\x1e",
+                "unauthorized: ",
+            ),
+            (
+                b"{\"type\":1,\"invocationId\":\"5\",\"target\":\"StreamTicks\",\"arguments\":[\"AAPL\"]}\x1e",
+                "bad_request: ",
+            ),
+        ];
+        for (msg, want) in cases {
+            s.handle_frame(msg, Instant::now());
+            let out = recv(&mut s);
+            assert_eq!(out[0]["type"], 3);
+            assert!(out[0]["error"].as_str().unwrap().starts_with(want), "{out:?}");
+        }
+        assert!(s.poll_close().is_none());
+        // No reply for a non-blocking invocation, even a failing one.
+        s.handle_frame(b"{\"type\":1,\"target\":\"Nope\",\"arguments\":[]}\x1e", Instant::now());
+        assert!(recv(&mut s).is_empty());
+    }
+
+    #[test]
+    fn signalr_stream_items_then_cancel_completes_and_stops_them() {
+        let engine = Engine::new(EngineConfig::default());
+        let mut w = engine.create_topic("ticks.AAPL").unwrap();
+        let mut s = connected(&engine);
+        s.handle_frame(
+            b"{\"type\":4,\"invocationId\":\"7\",\"target\":\"StreamTicks\",\"arguments\":[\"AAPL\"]}\x1e",
+            Instant::now(),
+        );
+        w.publish_tick(&tick(1), 1).unwrap();
+        let out = recv(&mut s);
+        assert_eq!(out, vec![serde_json::json!({"type": 2, "invocationId": "7", "item": out[0]["item"].clone()})]);
+        assert_eq!(out[0]["item"]["type"], "snapshot", "a stream starts with the topic's last value");
+        w.publish_tick(&tick(2), 2).unwrap();
+        let out = recv(&mut s);
+        assert_eq!((out[0]["item"]["type"].as_str(), out[0]["item"]["seq"].as_u64()), (Some("tick"), Some(2)));
+        s.handle_frame(b"{\"type\":5,\"invocationId\":\"7\"}\x1e", Instant::now());
+        assert_eq!(recv(&mut s), vec![serde_json::json!({"type": 3, "invocationId": "7"})]);
+        w.publish_tick(&tick(3), 3).unwrap();
+        assert!(recv(&mut s).is_empty(), "no items after the cancel");
+        assert!(!s.subscriber().is_subscribed("ticks.AAPL"));
+    }
+
+    #[test]
+    fn signalr_user_events_reach_the_user_with_camel_case_targets_and_bids_complete_with_their_id() {
+        let engine = Engine::new(EngineConfig::default());
+        let mut w = engine.create_topic("users.alice").unwrap();
+        w.publish_event("bid_result", r#"{"status":"accepted"}"#, 1).unwrap();
+        let mut s = Session::new(engine.clone(), Encoding::SignalR, SessionConfig::default());
+        s.set_identity(Identity { user: Some("alice".into()), publisher: false });
+        s.handle_frame(b"{\"protocol\":\"json\",\"version\":1}\x1e", Instant::now());
+        assert_eq!(recv(&mut s), vec![serde_json::json!({})], "no snapshot of old private events");
+        s.handle_frame(
+            b"{\"type\":1,\"invocationId\":\"9\",\"target\":\"PlaceBid\",\"arguments\":[\"7\",\"105.00\",\"k1\"]}\x1e",
+            Instant::now(),
+        );
+        let Some(AppOp::Bid { id, user, lot, amount, key }) = s.poll_op() else { panic!("no bid op") };
+        assert_eq!((user.as_str(), lot.as_str(), amount.as_str(), key.as_str()), ("alice", "7", "105.00", "k1"));
+        s.handle_op_result(id, Ok(r#"{"bid_id":"7-1"}"#));
+        w.publish_event("bid_result", r#"{"status":"accepted","key":"k1"}"#, 2).unwrap();
+        let out = recv(&mut s);
+        assert_eq!(out[0], serde_json::json!({"type": 3, "invocationId": "9", "result": {"bid_id": "7-1"}}));
+        assert_eq!(out[1]["target"], "bidResult");
+        assert_eq!(out[1]["arguments"][0]["type"], "bid_result");
+        assert_eq!(out[1]["arguments"][0]["key"], "k1");
+    }
+
+    #[test]
+    fn signalr_oversized_or_garbled_messages_close_with_a_close_message() {
+        let engine = Engine::new(EngineConfig::default());
+        let cfg = SessionConfig { max_frame_bytes: 1024, ..SessionConfig::default() };
+        let mut s = Session::new(engine.clone(), Encoding::SignalR, cfg);
+        s.handle_frame(b"{\"protocol\":\"json\",\"version\":1}\x1e", Instant::now());
+        recv(&mut s);
+        s.handle_frame(&[b' '; 2000], Instant::now());
+        assert_eq!(s.poll_close().map(CloseReason::code), Some(1009));
+        let out = recv(&mut s);
+        assert_eq!(out[0]["type"], 7);
+        assert!(out[0]["error"].as_str().unwrap().contains("too large"));
+
+        let mut s = connected(&engine);
+        s.handle_frame(b"{not json\x1e", Instant::now());
+        let out = recv(&mut s);
+        assert_eq!(out[0]["type"], 7);
+        assert!(out[0]["error"].as_str().unwrap().contains("bad_json"), "{out:?}");
+    }
+}
