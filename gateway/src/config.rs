@@ -131,6 +131,23 @@ pub struct ServeArgs {
     /// Bids one user may make in a burst above `--bid-rate`.
     #[arg(long, env = "MARQUEE_BID_BURST", default_value_t = 40.0)]
     pub bid_burst: f64,
+    /// SignalR hub (`/hubs/market`): interval of the server's keep-alive Pings (SignalR clients give up after
+    /// 30 s of silence by default, so keep this well under their `serverTimeoutInMilliseconds`).
+    #[arg(long, env = "MARQUEE_SIGNALR_KEEP_ALIVE", default_value = "15s", value_parser = parse_duration)]
+    pub signalr_keep_alive: Duration,
+    /// SignalR: close a connection that sent nothing (SignalR clients ping every 15 s) for this long.
+    #[arg(long, env = "MARQUEE_SIGNALR_CLIENT_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub signalr_client_timeout: Duration,
+    /// SignalR: time allowed from negotiate or connect to a completed handshake.
+    #[arg(long, env = "MARQUEE_SIGNALR_HANDSHAKE_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub signalr_handshake_timeout: Duration,
+    /// SignalR long polling: how long a poll is held open without data before it is answered empty.
+    #[arg(long, env = "MARQUEE_SIGNALR_POLL_TIMEOUT", default_value = "90s", value_parser = parse_duration)]
+    pub signalr_poll_timeout: Duration,
+    /// Origins allowed to call the SignalR hub from the browser (CORS with credentials), comma-separated, e.g.
+    /// `https://app.example.com,http://localhost:3000`; `*` allows any origin (development only).
+    #[arg(long, env = "MARQUEE_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info`, `marquee=debug`.
     #[arg(long, env = "MARQUEE_LOG", default_value = "info")]
     pub log: String,
@@ -202,6 +219,18 @@ pub struct Config {
     pub auction: marquee_feeds::auction::AuctionConfig,
     pub bid_rate: f64,
     pub bid_burst: f64,
+    pub signalr: SignalrConfig,
+    /// Browser origins allowed on the SignalR hub (`*`: any).
+    pub cors_origins: Vec<String>,
+}
+
+/// Timers of the SignalR hub.
+#[derive(Debug, Clone, Copy)]
+pub struct SignalrConfig {
+    pub keep_alive: Duration,
+    pub client_timeout: Duration,
+    pub handshake_timeout: Duration,
+    pub poll_timeout: Duration,
 }
 
 impl Config {
@@ -242,6 +271,17 @@ impl Config {
         }
         if serve.ping_interval.is_zero() || serve.idle_timeout <= serve.ping_interval {
             bail!("--idle-timeout must be longer than --ping-interval, which must be > 0");
+        }
+        if serve.signalr_keep_alive.is_zero() || serve.signalr_client_timeout <= serve.signalr_keep_alive {
+            bail!("--signalr-client-timeout must be longer than --signalr-keep-alive, which must be > 0");
+        }
+        if serve.signalr_handshake_timeout.is_zero() || serve.signalr_poll_timeout.is_zero() {
+            bail!("--signalr-handshake-timeout and --signalr-poll-timeout must be > 0");
+        }
+        if let Some(o) = serve.cors_origins.iter().find(|o| {
+            o.as_str() != "*" && !(o.starts_with("http://") || o.starts_with("https://")) || o.ends_with('/')
+        }) {
+            bail!("--cors-origins: {o:?} is not an origin such as https://app.example.com (scheme, host, port; no path)");
         }
         if serve.lot_workers == 0 || serve.lot_workers > 64 {
             bail!("--lot-workers must be in 1..=64, got {}", serve.lot_workers);
@@ -289,6 +329,13 @@ impl Config {
             },
             bid_rate: serve.bid_rate,
             bid_burst: serve.bid_burst,
+            signalr: SignalrConfig {
+                keep_alive: serve.signalr_keep_alive,
+                client_timeout: serve.signalr_client_timeout,
+                handshake_timeout: serve.signalr_handshake_timeout,
+                poll_timeout: serve.signalr_poll_timeout,
+            },
+            cors_origins: serve.cors_origins,
         })
     }
 }

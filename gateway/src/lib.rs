@@ -1,4 +1,4 @@
-//! Marquee's gateway: all network IO. The tokio runtime, the HTTP API, the WebSocket and QUIC adapters over the engine's
+//! Marquee's gateway: all network IO. The tokio runtime, the HTTP API, the WebSocket, QUIC and SignalR adapters over the engine's
 //! sans-IO [`marquee_engine::Session`], the embedded trading UI and the feed threads. The engine and the feeds
 //! open no sockets; this crate is the only one that does.
 #![forbid(unsafe_code)]
@@ -11,6 +11,7 @@ pub mod http;
 pub mod procstat;
 pub mod quic;
 pub mod server;
+pub mod signalr;
 pub mod ui;
 pub mod ws;
 

@@ -3,7 +3,7 @@
 use crate::auction::RateLimiter;
 use crate::auth::Auth;
 use crate::config::{Config, Source};
-use crate::{auction, http, quic, ws};
+use crate::{auction, http, quic, signalr, ws};
 use anyhow::Context;
 use axum::Router;
 use axum::routing::get;
@@ -23,7 +23,7 @@ const RESERVED_FDS: u64 = 64;
 pub struct AppState {
     pub engine: Arc<Engine>,
     pub config: Config,
-    /// Open WebSocket connections.
+    /// Open connections (WebSocket, QUIC and SignalR).
     pub connections: AtomicUsize,
     /// Upgrades refused with 503 because `max_connections` was reached.
     pub rejected: AtomicU64,
@@ -39,6 +39,8 @@ pub struct AppState {
     pub limiter: RateLimiter,
     /// The QUIC gateway's address and certificate; `None` with `--quic off`.
     pub quic: Option<quic::QuicInfo>,
+    /// Negotiated SignalR connections.
+    pub signalr: signalr::Registry,
 }
 
 /// Runs the server until SIGINT or SIGTERM.
@@ -100,6 +102,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         house,
         limiter: RateLimiter::new(config.bid_rate, config.bid_burst),
         quic: quic_endpoint.as_ref().map(|(_, info)| info.clone()),
+        signalr: signalr::Registry::default(),
     });
     let quic_task = quic_endpoint.map(|(endpoint, info)| {
         let demo = if config.tls.is_none() { "self-signed for this run, " } else { "" };
@@ -116,6 +119,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .route("/ws", get(ws::upgrade))
         .merge(auction::routes())
         .merge(quic::routes())
+        .merge(signalr::routes(state.clone()))
         .merge(http::routes())
         .with_state(state.clone());
 
@@ -124,8 +128,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Source::Replay { file, speed, .. } => format!("replay of {} at speed {speed}", file.display()),
     };
     tracing::info!(
-        "marquee listening on http://{addr} (WebSocket at ws://{addr}/ws); feed: {source}; {} topics; epoch {}; \
+        "marquee listening on http://{addr} (WebSocket at ws://{addr}/ws, SignalR hub at http://{addr}{}); feed: {source}; {} topics; epoch {}; \
          open-files limit {fd_limit}, so up to {max_connections} connections",
+        signalr::HUB_PATH,
         engine.n_topics(),
         engine.epoch()
     );

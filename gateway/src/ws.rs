@@ -79,7 +79,8 @@ pub async fn upgrade(
 }
 
 /// Decrements the connection count however the connection ends (including a failed upgrade).
-struct ConnGuard(Arc<AppState>);
+#[derive(Debug)]
+pub(crate) struct ConnGuard(pub(crate) Arc<AppState>);
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
@@ -145,7 +146,7 @@ async fn serve_socket(mut socket: WebSocket, state: &Arc<AppState>, encoding: En
     loop {
         if let Some(frame) = session.poll_transmit() {
             let msg = match encoding {
-                Encoding::Json => match Utf8Bytes::try_from(frame.to_vec()) {
+                Encoding::Json | Encoding::SignalR => match Utf8Bytes::try_from(frame.to_vec()) {
                     Ok(text) => Message::Text(text),
                     Err(_) => unreachable!("JSON batches are built from UTF-8 pieces"),
                 },
@@ -201,7 +202,7 @@ async fn serve_socket(mut socket: WebSocket, state: &Arc<AppState>, encoding: En
 
 /// Sends the close frame, then waits briefly for the client's answering close (the WebSocket closing handshake),
 /// so the client reads our code and reason before the socket goes away.
-async fn close(mut socket: WebSocket, reason: &CloseReason, write_timeout: std::time::Duration) {
+pub(crate) async fn close(mut socket: WebSocket, reason: &CloseReason, write_timeout: std::time::Duration) {
     let frame = CloseFrame { code: reason.code(), reason: Utf8Bytes::from(reason.reason()) };
     let patience = write_timeout.min(std::time::Duration::from_secs(1));
     if timeout(patience, socket.send(Message::Close(Some(frame)))).await.is_err() {

@@ -1,0 +1,716 @@
+//! The SignalR hub at `/hubs/market`: negotiate, and the three SignalR transports (WebSockets, Server-Sent Events,
+//! long polling) over the engine's sans-IO [`Session`] in [`Encoding::SignalR`]. This module only moves bytes and
+//! keeps the connection table; the hub protocol itself (handshake, hub messages, hub methods) lives in the engine,
+//! and the subscriptions, batching, conflation and slow-consumer rules are the ones every gateway uses.
+//!
+//! A negotiated connection is an entry in [`Registry`], keyed by its secret `connectionToken`. A WebSocket takes
+//! the session out of the entry and owns it (no lock per batch); Server-Sent Events and long polling leave it in
+//! the entry behind a mutex, because the client's messages arrive on other requests (`POST`). Such a connection
+//! also gets a small driver task for its timers and for the answers of asynchronous hub methods (bids).
+
+use crate::server::AppState;
+use crate::ws::{ConnGuard, OpResult, start_ops};
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use marquee_engine::{CloseReason, Encoding, Identity, Session, Signal};
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, mpsc};
+use tokio::time::{MissedTickBehavior, interval, sleep, timeout};
+
+/// Where the hub lives.
+pub const HUB_PATH: &str = "/hubs/market";
+/// Largest body of one `POST` (SSE and long polling send); each hub message in it is also held to the session's
+/// `max_frame_bytes`.
+const MAX_POST_BODY: usize = 1 << 20;
+/// Client WebSocket messages above this are refused by the WebSocket layer itself.
+const HARD_MAX_MESSAGE: usize = 1 << 20;
+
+/// The negotiated connections, by connection token.
+#[derive(Debug, Default)]
+pub struct Registry {
+    conns: Mutex<HashMap<String, Arc<Conn>>>,
+}
+
+impl Registry {
+    fn get(&self, token: &str) -> Option<Arc<Conn>> {
+        lock(&self.conns).get(token).cloned()
+    }
+
+    fn remove(&self, token: &str) {
+        lock(&self.conns).remove(token);
+    }
+
+    /// Negotiated connections (for `/metrics`).
+    pub fn len(&self) -> usize {
+        lock(&self.conns).len()
+    }
+
+    /// True when no connection is negotiated.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves plain data behind; keep serving the other connections.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Transport {
+    WebSockets,
+    ServerSentEvents,
+    LongPolling,
+}
+
+/// One negotiated connection.
+#[derive(Debug)]
+struct Conn {
+    token: String,
+    identity: Identity,
+    /// The session's wake-up signal (cloned out, so waiting needs no lock).
+    signal: Arc<Signal>,
+    /// Wakes a waiting long poll when a newer poll or a `DELETE` ends it.
+    kick: Notify,
+    inner: Mutex<Inner>,
+    _guard: ConnGuard,
+}
+
+#[derive(Debug)]
+struct Inner {
+    transport: Option<Transport>,
+    /// `None` once a WebSocket took it.
+    session: Option<Session>,
+    /// Answers of asynchronous hub methods (SSE and long polling; the driver applies them).
+    ops_tx: mpsc::UnboundedSender<OpResult>,
+    last_heard: Instant,
+    /// Long polling: the newest poll's number; an older poll that sees another number ends with 204.
+    poll_gen: u64,
+    polling: bool,
+    last_poll: Instant,
+    posting: bool,
+    /// Everything, the Close message included, was handed to the transport; the connection is over.
+    ended: bool,
+}
+
+pub fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
+    Router::new()
+        .route(&format!("{HUB_PATH}/negotiate"), post(negotiate))
+        .route(HUB_PATH, get(connect).post(send).delete(delete))
+        .layer(axum::middleware::from_fn_with_state(state, cors))
+}
+
+/// CORS for browser pages on the allowed origins, with credentials (the SignalR client sends cookies and the
+/// `Authorization` header): the exact origin is echoed, never `*`. Preflights are answered here.
+async fn cors(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let allowed = origin.as_ref().filter(|o| {
+        let o = o.to_str().unwrap_or_default();
+        state.config.cors_origins.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(o))
+    });
+    let preflight = req.method() == Method::OPTIONS;
+    let request_headers = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS).cloned();
+    let mut resp = if preflight {
+        if allowed.is_none() {
+            return crate::http::error(StatusCode::FORBIDDEN, "origin_not_allowed", "this origin may not call the hub");
+        }
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        next.run(req).await
+    };
+    let h = resp.headers_mut();
+    h.append(header::VARY, HeaderValue::from_static("Origin"));
+    if let Some(origin) = allowed {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+        if preflight {
+            h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, DELETE, OPTIONS"));
+            if let Some(rh) = request_headers {
+                h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, rh);
+            }
+            h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+        }
+    }
+    resp
+}
+
+/// The request's token: `Authorization: Bearer` or `?access_token=` (browsers cannot set headers on WebSockets
+/// and EventSource).
+fn request_token<'a>(headers: &'a HeaderMap, query: &'a HashMap<String, String>) -> Option<&'a str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or(query.get("access_token").map(String::as_str))
+}
+
+fn authenticate(state: &AppState, headers: &HeaderMap, query: &HashMap<String, String>) -> Result<Identity, Response> {
+    let Some(token) = request_token(headers, query) else { return Ok(Identity::default()) };
+    match crate::auction::verify(state, token) {
+        Ok(c) => {
+            crate::auction::ensure_user_topic(state, &c.sub);
+            Ok(Identity { user: Some(c.sub), publisher: c.role == crate::auth::Role::Publisher })
+        }
+        Err(e) => Err(e.into_response()),
+    }
+}
+
+/// Counts a connection against `max_connections`; 503 when full.
+fn admit(state: &Arc<AppState>) -> Result<ConnGuard, Response> {
+    let prev = state.connections.fetch_add(1, Ordering::AcqRel);
+    let guard = ConnGuard(state.clone());
+    if prev >= state.max_connections {
+        state.rejected.fetch_add(1, Ordering::Relaxed);
+        return Err(crate::http::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_connections",
+            &format!("the server holds at most {} connections", state.max_connections),
+        ));
+    }
+    Ok(guard)
+}
+
+fn random_id() -> String {
+    use base64::Engine as _;
+    use std::io::Read;
+    let mut b = [0u8; 16];
+    if let Err(e) = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)) {
+        tracing::error!("cannot read /dev/urandom: {e}");
+    }
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+fn new_session(state: &AppState, identity: &Identity) -> Session {
+    let mut s = Session::new(state.engine.clone(), Encoding::SignalR, state.config.session);
+    s.set_identity(identity.clone());
+    s
+}
+
+/// `POST /hubs/market/negotiate?negotiateVersion=1`.
+async fn negotiate(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let identity = match authenticate(&state, &headers, &query) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let guard = match admit(&state) {
+        Ok(g) => g,
+        Err(r) => return r,
+    };
+    let version: u32 = query.get("negotiateVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let connection_id = random_id();
+    // Version 0 clients use the public id as the token.
+    let token = if version >= 1 { random_id() } else { connection_id.clone() };
+    let session = new_session(&state, &identity);
+    let (ops_tx, ops_rx) = mpsc::unbounded_channel();
+    let now = Instant::now();
+    let conn = Arc::new(Conn {
+        token: token.clone(),
+        identity,
+        signal: session.signal().clone(),
+        kick: Notify::new(),
+        inner: Mutex::new(Inner {
+            transport: None,
+            session: Some(session),
+            ops_tx,
+            last_heard: now,
+            poll_gen: 0,
+            polling: false,
+            last_poll: now,
+            posting: false,
+            ended: false,
+        }),
+        _guard: guard,
+    });
+    lock(&state.signalr.conns).insert(token.clone(), conn.clone());
+    tokio::spawn(drive(state.clone(), conn, ops_rx));
+    let transports = serde_json::json!([
+        {"transport": "WebSockets", "transferFormats": ["Text"]},
+        {"transport": "ServerSentEvents", "transferFormats": ["Text"]},
+        {"transport": "LongPolling", "transferFormats": ["Text"]},
+    ]);
+    let mut body = serde_json::json!({
+        "negotiateVersion": version.min(1),
+        "connectionId": connection_id,
+        "availableTransports": transports,
+    });
+    if version >= 1 {
+        body["connectionToken"] = token.into();
+    }
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+fn unknown_id() -> Response {
+    crate::http::error(StatusCode::NOT_FOUND, "unknown_connection", "no connection with this id")
+}
+
+/// Looks up `?id=`: 400 without it, 404 when unknown; a token on the request must name the negotiated user.
+fn find(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Result<Arc<Conn>, Response> {
+    let Some(id) = query.get("id") else {
+        return Err(crate::http::error(StatusCode::BAD_REQUEST, "missing_id", "the `id` query parameter is required"));
+    };
+    let conn = state.signalr.get(id).ok_or_else(unknown_id)?;
+    if let Some(token) = request_token(headers, query) {
+        let claims = crate::auction::verify(state, token).map_err(IntoResponse::into_response)?;
+        if conn.identity.user.as_deref() != Some(claims.sub.as_str()) {
+            return Err(crate::http::error(
+                StatusCode::FORBIDDEN,
+                "wrong_user",
+                "the token names another user than the one that negotiated this connection",
+            ));
+        }
+    }
+    Ok(conn)
+}
+
+fn conflict(message: &str) -> Response {
+    crate::http::error(StatusCode::CONFLICT, "transport_conflict", message)
+}
+
+/// `GET /hubs/market`: a WebSocket upgrade, an SSE stream (`Accept: text/event-stream`) or a long poll.
+async fn connect(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    if let Ok(ws) = ws {
+        return connect_websocket(state, headers, query, ws).await;
+    }
+    let conn = match find(&state, &headers, &query) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let sse = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    if sse {
+        return connect_sse(state, conn);
+    }
+    long_poll(state, conn).await
+}
+
+async fn connect_websocket(
+    state: Arc<AppState>,
+    headers: HeaderMap,
+    query: HashMap<String, String>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let (session, conn, guard) = if query.contains_key("id") {
+        let conn = match find(&state, &headers, &query) {
+            Ok(c) => c,
+            Err(r) => return r,
+        };
+        let mut inner = lock(&conn.inner);
+        if inner.transport.is_some() || inner.ended {
+            return conflict("this connection already has a transport");
+        }
+        inner.transport = Some(Transport::WebSockets);
+        let Some(session) = inner.session.take() else { return conflict("this connection already has a transport") };
+        drop(inner);
+        (session, Some(conn), None)
+    } else {
+        // `skipNegotiation: true`: no negotiate, so no entry in the registry.
+        let identity = match authenticate(&state, &headers, &query) {
+            Ok(i) => i,
+            Err(r) => return r,
+        };
+        let guard = match admit(&state) {
+            Ok(g) => g,
+            Err(r) => return r,
+        };
+        (new_session(&state, &identity), None, Some(guard))
+    };
+    ws.read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_message_size(HARD_MAX_MESSAGE)
+        .max_frame_size(HARD_MAX_MESSAGE)
+        .on_failed_upgrade(|e| tracing::debug!("signalr websocket upgrade failed: {e}"))
+        .on_upgrade(move |socket| async move {
+            serve_websocket(socket, &state, session).await;
+            if let Some(conn) = conn {
+                lock(&conn.inner).ended = true;
+                state.signalr.remove(&conn.token);
+            }
+            drop(guard);
+        })
+}
+
+async fn serve_websocket(mut socket: WebSocket, state: &Arc<AppState>, mut session: Session) {
+    let cfg = &state.config;
+    let (ops_tx, mut ops_rx) = mpsc::unbounded_channel::<OpResult>();
+    let signal = session.signal().clone();
+    let mut shutdown = state.shutdown.clone();
+    let mut keep_alive = interval(cfg.signalr.keep_alive);
+    keep_alive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    keep_alive.tick().await;
+    let handshake_deadline = tokio::time::Instant::now() + cfg.signalr.handshake_timeout;
+    let mut last_heard = Instant::now();
+    loop {
+        if let Some(frame) = session.poll_transmit() {
+            let Ok(text) = Utf8Bytes::try_from(frame.to_vec()) else {
+                unreachable!("hub messages are built from UTF-8 pieces")
+            };
+            match timeout(cfg.write_timeout, socket.send(Message::Text(text))).await {
+                Ok(Ok(())) => session.sent(),
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    tracing::debug!("dropping a SignalR socket that took no data for {:?}", cfg.write_timeout);
+                    return;
+                }
+            }
+        }
+        if let Some(reason) = session.poll_close() {
+            return crate::ws::close(socket, reason, cfg.write_timeout).await;
+        }
+        let handshaking = !session.handshake_done();
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => session.close(CloseReason::GoingAway),
+            msg = socket.recv() => match msg {
+                Some(Ok(Message::Text(t))) => {
+                    last_heard = Instant::now();
+                    session.handle_frame(t.as_bytes(), last_heard);
+                    start_ops(&mut session, state, &ops_tx);
+                }
+                Some(Ok(Message::Binary(b))) => {
+                    last_heard = Instant::now();
+                    session.handle_frame(&b, last_heard);
+                    start_ops(&mut session, state, &ops_tx);
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => last_heard = Instant::now(),
+                Some(Ok(Message::Close(_))) | None => return,
+                Some(Err(e)) => {
+                    tracing::debug!("signalr websocket read error: {e}");
+                    return;
+                }
+            },
+            Some((id, r)) = ops_rx.recv() => {
+                session.handle_op_result(id, r.as_deref().map_err(|(c, m)| (*c, m.as_str())));
+            }
+            _ = poll_fn(|cx| signal.poll_ready(cx)) => {}
+            _ = tokio::time::sleep_until(handshake_deadline), if handshaking => {
+                session.close(CloseReason::HandshakeFailed("no handshake within the handshake timeout".into()));
+            }
+            _ = keep_alive.tick() => {
+                if last_heard.elapsed() > cfg.signalr.client_timeout {
+                    session.close(CloseReason::IdleTimeout);
+                } else {
+                    session.keep_alive();
+                }
+            }
+        }
+    }
+}
+
+/// Claims the connection for SSE or long polling; the first request decides.
+fn claim(conn: &Conn, transport: Transport) -> Result<bool, Response> {
+    let mut inner = lock(&conn.inner);
+    match inner.transport {
+        None if !inner.ended => {
+            inner.transport = Some(transport);
+            inner.last_heard = Instant::now();
+            Ok(true)
+        }
+        Some(t) if t == transport && transport == Transport::LongPolling => Ok(false),
+        Some(Transport::WebSockets) if transport == Transport::LongPolling => {
+            Err(crate::http::error(StatusCode::BAD_REQUEST, "transport_mismatch", "this connection uses WebSockets"))
+        }
+        _ => Err(conflict("this connection already has a transport")),
+    }
+}
+
+/// Takes the next batch out of a shared session: `Some(bytes)` to send, `None` when there is nothing yet, and
+/// marks the connection ended once the close (and the Close message) went out.
+fn take_batch(conn: &Conn) -> Result<Option<Vec<u8>>, ()> {
+    let mut inner = lock(&conn.inner);
+    if inner.ended {
+        return Err(());
+    }
+    let Some(session) = inner.session.as_mut() else { return Err(()) };
+    let frame = session.poll_transmit().map(<[u8]>::to_vec);
+    if frame.is_some() {
+        session.sent();
+    }
+    if session.poll_close().is_some() && frame.is_none() {
+        inner.ended = true;
+        return Err(());
+    }
+    Ok(frame)
+}
+
+fn connect_sse(state: Arc<AppState>, conn: Arc<Conn>) -> Response {
+    if let Err(r) = claim(&conn, Transport::ServerSentEvents) {
+        return r;
+    }
+    struct Stream {
+        conn: Arc<Conn>,
+        state: Arc<AppState>,
+        first: bool,
+    }
+    // The body ends (and the connection is removed) when the client goes away or the session closes.
+    impl Drop for Stream {
+        fn drop(&mut self) {
+            lock(&self.conn.inner).ended = true;
+            self.state.signalr.remove(&self.conn.token);
+        }
+    }
+    let s = Stream { conn, state, first: true };
+    let body = futures_util::stream::unfold(s, |mut s| async move {
+        if s.first {
+            // Some EventSource implementations report `open` only once the first bytes arrive.
+            s.first = false;
+            return Some((Ok::<_, std::convert::Infallible>(Bytes::from_static(b":\r\n\r\n")), s));
+        }
+        let mut shutdown = s.state.shutdown.clone();
+        loop {
+            match take_batch(&s.conn) {
+                Err(()) => return None,
+                Ok(Some(frame)) => return Some((Ok(sse_event(&frame)), s)),
+                Ok(None) => {}
+            }
+            let signal = s.conn.signal.clone();
+            tokio::select! {
+                _ = poll_fn(|cx| signal.poll_ready(cx)) => {}
+                _ = shutdown.changed() => {
+                    if let Some(session) = lock(&s.conn.inner).session.as_mut() {
+                        session.close(CloseReason::GoingAway);
+                    }
+                }
+            }
+        }
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .header("x-accel-buffering", "no")
+        .body(Body::from_stream(body))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// One SSE event: every line of the payload as a `data:` line (hub messages carry no raw newlines, but a
+/// payload may in principle), then a blank line.
+fn sse_event(payload: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(payload.len() + 16);
+    for line in payload.split(|&b| b == b'\n') {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(line);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Bytes::from(out)
+}
+
+async fn long_poll(state: Arc<AppState>, conn: Arc<Conn>) -> Response {
+    match claim(&conn, Transport::LongPolling) {
+        Err(r) => return r,
+        // The first poll only establishes the connection; the client ignores what it carries.
+        Ok(true) => return StatusCode::OK.into_response(),
+        Ok(false) => {}
+    }
+    let my_gen = {
+        let mut inner = lock(&conn.inner);
+        inner.poll_gen += 1;
+        inner.polling = true;
+        inner.poll_gen
+    };
+    // A newer poll ends this one's predecessor.
+    conn.kick.notify_waiters();
+    let deadline = tokio::time::Instant::now() + state.config.signalr.poll_timeout;
+    let mut shutdown = state.shutdown.clone();
+    let resp = loop {
+        if lock(&conn.inner).poll_gen != my_gen {
+            break StatusCode::NO_CONTENT.into_response();
+        }
+        match take_batch(&conn) {
+            Err(()) => break StatusCode::NO_CONTENT.into_response(),
+            Ok(Some(frame)) => break ([(header::CONTENT_TYPE, "text/plain")], frame).into_response(),
+            Ok(None) => {}
+        }
+        let signal = conn.signal.clone();
+        let kicked = conn.kick.notified();
+        tokio::select! {
+            _ = poll_fn(|cx| signal.poll_ready(cx)) => {}
+            _ = kicked => {}
+            _ = tokio::time::sleep_until(deadline) => break StatusCode::OK.into_response(),
+            _ = shutdown.changed() => {
+                if let Some(session) = lock(&conn.inner).session.as_mut() {
+                    session.close(CloseReason::GoingAway);
+                }
+            }
+        }
+    };
+    let mut inner = lock(&conn.inner);
+    if inner.poll_gen == my_gen {
+        inner.polling = false;
+        inner.last_poll = Instant::now();
+    }
+    let ended = inner.ended;
+    drop(inner);
+    if ended {
+        state.signalr.remove(&conn.token);
+    }
+    resp
+}
+
+/// `POST /hubs/market?id=`: the client's hub messages on SSE and long polling.
+async fn send(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    body: Body,
+) -> Response {
+    let conn = match find(&state, &headers, &query) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    {
+        let mut inner = lock(&conn.inner);
+        match inner.transport {
+            Some(Transport::WebSockets) => {
+                return crate::http::error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "transport_mismatch",
+                    "POST requests are not allowed for WebSocket connections",
+                );
+            }
+            None => {
+                return crate::http::error(StatusCode::BAD_REQUEST, "not_connected", "connect a transport first");
+            }
+            Some(_) if inner.posting => return conflict("another POST for this connection is in progress"),
+            Some(_) => inner.posting = true,
+        }
+    }
+    let bytes = axum::body::to_bytes(body, MAX_POST_BODY).await;
+    let mut inner = lock(&conn.inner);
+    inner.posting = false;
+    let Ok(bytes) = bytes else {
+        drop(inner);
+        return crate::http::error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            &format!("a POST body is at most {MAX_POST_BODY} bytes"),
+        );
+    };
+    inner.last_heard = Instant::now();
+    let now = inner.last_heard;
+    let ops_tx = inner.ops_tx.clone();
+    let Some(session) = inner.session.as_mut() else { return unknown_id() };
+    session.handle_frame(&bytes, now);
+    start_ops(session, &state, &ops_tx);
+    StatusCode::OK.into_response()
+}
+
+/// `DELETE /hubs/market?id=`: the client stops; a pending long poll ends with 204.
+async fn delete(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let conn = match find(&state, &headers, &query) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    {
+        let mut inner = lock(&conn.inner);
+        inner.ended = true;
+        if let Some(s) = inner.session.as_mut() {
+            s.close(CloseReason::Normal);
+        }
+    }
+    conn.kick.notify_waiters();
+    conn.signal.schedule();
+    state.signalr.remove(&conn.token);
+    StatusCode::ACCEPTED.into_response()
+}
+
+/// The timers of a negotiated connection: the handshake deadline for every transport; then, for SSE and long
+/// polling (whose session stays in the entry), keep-alive Pings, the client timeout, vanished long-pollers,
+/// server shutdown, and the answers of asynchronous hub methods.
+async fn drive(state: Arc<AppState>, conn: Arc<Conn>, mut ops_rx: mpsc::UnboundedReceiver<OpResult>) {
+    let cfg = state.config.signalr;
+    let deadline = tokio::time::Instant::now() + cfg.handshake_timeout;
+    // Wait for a transport; a WebSocket runs its own timers.
+    loop {
+        let transport = lock(&conn.inner).transport;
+        match transport {
+            Some(Transport::WebSockets) => return,
+            Some(_) => break,
+            None if tokio::time::Instant::now() >= deadline => {
+                tracing::debug!("signalr: negotiated connection never connected; dropped");
+                lock(&conn.inner).ended = true;
+                state.signalr.remove(&conn.token);
+                return;
+            }
+            None => sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let mut keep_alive = interval(cfg.keep_alive);
+    keep_alive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    keep_alive.tick().await;
+    let mut shutdown = state.shutdown.clone();
+    loop {
+        tokio::select! {
+            Some((id, r)) = ops_rx.recv() => {
+                if let Some(s) = lock(&conn.inner).session.as_mut() {
+                    s.handle_op_result(id, r.as_deref().map_err(|(c, m)| (*c, m.as_str())));
+                }
+            }
+            _ = shutdown.changed() => {
+                if let Some(s) = lock(&conn.inner).session.as_mut() {
+                    s.close(CloseReason::GoingAway);
+                }
+                conn.signal.schedule();
+                // Give the transport a moment to deliver the Close message.
+                sleep(Duration::from_millis(500)).await;
+                break;
+            }
+            _ = keep_alive.tick() => {
+                let mut inner = lock(&conn.inner);
+                if inner.ended {
+                    break;
+                }
+                let lp_gone = inner.transport == Some(Transport::LongPolling)
+                    && !inner.polling
+                    && inner.last_poll.elapsed() > cfg.client_timeout;
+                if lp_gone {
+                    tracing::debug!("signalr: a long-polling client stopped polling; dropped");
+                    inner.ended = true;
+                    break;
+                }
+                let silent = inner.last_heard.elapsed() > cfg.client_timeout;
+                let handshaking = inner.session.as_ref().is_some_and(|s| !s.handshake_done());
+                if let Some(s) = inner.session.as_mut() {
+                    if silent {
+                        s.close(CloseReason::IdleTimeout);
+                    } else if handshaking && tokio::time::Instant::now() >= deadline {
+                        s.close(CloseReason::HandshakeFailed("no handshake within the handshake timeout".into()));
+                    } else {
+                        s.keep_alive();
+                    }
+                }
+            }
+        }
+    }
+    lock(&conn.inner).ended = true;
+    conn.kick.notify_waiters();
+    state.signalr.remove(&conn.token);
+}
