@@ -547,9 +547,20 @@ pub struct BatchWriter {
     buf: Vec<u8>,
     n_events: usize,
     /// SignalR: the stream invocation the next stored events belong to (`None`: they go as Invocations).
-    stream: Option<std::sync::Arc<str>>,
+    stream: Option<HubStream>,
+    /// SignalR: where the open stored event's object starts, for a copy as an Invocation too.
+    item_at: usize,
     /// SignalR: how to close the hub message that [`BatchWriter::begin_stored`] or `begin` opened.
     open: HubClose,
+}
+
+/// SignalR: a subscription whose messages are items of a server-to-client stream (`StreamTicks`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HubStream {
+    /// The stream's invocation id.
+    pub id: std::sync::Arc<str>,
+    /// The connection subscribed to the topic too (`Subscribe`): each message also goes as an Invocation.
+    pub also_invocation: bool,
 }
 
 /// How an open SignalR hub message is closed once its event object is written.
@@ -574,7 +585,14 @@ pub struct Mark {
 impl BatchWriter {
     /// An empty batch for `encoding`.
     pub fn new(encoding: Encoding) -> BatchWriter {
-        BatchWriter { encoding, buf: Vec::with_capacity(256), n_events: 0, stream: None, open: HubClose::Arguments }
+        BatchWriter {
+            encoding,
+            buf: Vec::with_capacity(256),
+            n_events: 0,
+            stream: None,
+            item_at: 0,
+            open: HubClose::Arguments,
+        }
     }
 
     /// The batch's wire format.
@@ -661,7 +679,7 @@ impl BatchWriter {
 
     /// SignalR: the stream invocation that the stored events written next belong to; `None` sends them as
     /// Invocations. The fan-out sets it per subscription.
-    pub fn set_stream(&mut self, stream: Option<std::sync::Arc<str>>) {
+    pub fn set_stream(&mut self, stream: Option<HubStream>) {
         self.stream = stream;
     }
 
@@ -705,11 +723,13 @@ impl BatchWriter {
                 self.buf.extend_from_slice(&[0, 0, 0, 0, rec, kind as u8, flags, 0]);
             }
             Encoding::SignalR => {
-                if let Some(stream) = &self.stream {
+                // Streams carry ticks (`StreamTicks`); anything else on the topic goes as an Invocation.
+                if let Some(stream) = self.stream.as_ref().filter(|_| kind == Kind::Tick) {
                     self.buf.extend_from_slice(b"{\"type\":2,\"invocationId\":\"");
-                    push_json_str(&mut self.buf, stream);
+                    push_json_str(&mut self.buf, &stream.id);
                     self.buf.extend_from_slice(b"\",\"item\":");
                     self.open = HubClose::Item;
+                    self.item_at = self.buf.len();
                 } else if kind == Kind::Tick {
                     self.buf.extend_from_slice(b"{\"type\":1,\"target\":\"tick\",\"arguments\":[");
                     self.open = HubClose::Arguments;
@@ -717,7 +737,7 @@ impl BatchWriter {
                     self.buf.extend_from_slice(b"{\"type\":1,\"arguments\":[");
                 }
                 self.buf.extend_from_slice(object);
-                if self.stream.is_none() && kind == Kind::Event {
+                if kind == Kind::Event {
                     self.open = HubClose::TargetFromBody(self.buf.len());
                 }
             }
@@ -731,7 +751,16 @@ impl BatchWriter {
     }
 
     pub(crate) fn finish_stored(&mut self, at: usize) {
+        let item = matches!(self.open, HubClose::Item);
         self.end_event(at);
+        if item && self.stream.as_ref().is_some_and(|s| s.also_invocation) {
+            // The same event object again, as an Invocation for the connection's `Subscribe` of the topic.
+            let (start, end) = (self.item_at, self.buf.len() - 2);
+            self.buf.extend_from_slice(b"{\"type\":1,\"target\":\"tick\",\"arguments\":[");
+            self.buf.extend_from_within(start..end);
+            self.buf.extend_from_slice(b"]}\x1e");
+            self.n_events += 1;
+        }
     }
 
     /// Writes a complete stored event from its body (used for snapshots and tests).

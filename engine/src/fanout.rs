@@ -25,7 +25,7 @@
 //! assert!(std::str::from_utf8(batch.finish().unwrap()).unwrap().contains("\"type\":\"snapshot\""));
 //! ```
 
-use crate::codec::BatchWriter;
+use crate::codec::{BatchWriter, HubStream};
 use crate::ring::ReadOutcome;
 use crate::sync::{Arc, AtomicBool, Ordering, fence};
 use crate::topic::{Engine, Position, Topic, TopicClass};
@@ -72,6 +72,13 @@ impl Signal {
     /// Marks the connection as having more to do (its batch filled up before its topics were drained).
     pub fn schedule(&self) {
         self.scheduled.store(true, Ordering::Release);
+    }
+
+    /// Marks the connection as having something to send and wakes its task: for a session that another task
+    /// changed (a SignalR `POST`, a timer), where the task that sends is waiting in [`Signal::poll_ready`].
+    pub fn wake(&self) {
+        self.scheduled.store(true, Ordering::Release);
+        self.waker.wake();
     }
 
     /// True when a drain is due.
@@ -181,7 +188,7 @@ struct Cursor {
     /// Drained by [`Subscriber::drain_datagrams`] instead of [`Subscriber::drain`] (conflating topics only).
     datagram: bool,
     /// SignalR: the stream invocation this subscription's messages are items of (`StreamTicks`).
-    stream: Option<std::sync::Arc<str>>,
+    stream: Option<HubStream>,
 }
 
 /// One connection's subscriptions and read positions. Owned by the connection's task; no other thread touches it.
@@ -293,14 +300,14 @@ impl Subscriber {
 
     /// SignalR: sends a subscription's messages as items of stream `stream` (or, with `None`, as Invocations
     /// again). False when not subscribed.
-    pub fn set_stream(&mut self, name: &str, stream: Option<std::sync::Arc<str>>) -> bool {
+    pub fn set_stream(&mut self, name: &str, stream: Option<HubStream>) -> bool {
         let Some(c) = self.cursors.iter_mut().find(|c| c.topic.name() == name) else { return false };
         c.stream = stream;
         true
     }
 
     /// SignalR: the stream a subscription feeds, if any.
-    pub fn stream_of(&self, name: &str) -> Option<&std::sync::Arc<str>> {
+    pub fn stream_of(&self, name: &str) -> Option<&HubStream> {
         self.cursors.iter().find(|c| c.topic.name() == name).and_then(|c| c.stream.as_ref())
     }
 

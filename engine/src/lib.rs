@@ -17,7 +17,7 @@ mod sync;
 pub mod tick;
 pub mod topic;
 
-pub use codec::{BatchWriter, Encoding, EventFieldsError, Kind, check_event_fields, valid_event_type};
+pub use codec::{BatchWriter, Encoding, EventFieldsError, HubStream, Kind, check_event_fields, valid_event_type};
 pub use fanout::{Drain, Limits, Signal, SlowConsumer, Start, SubscribeError, Subscriber};
 pub use hub::{Hub, HubError};
 pub use price::{ParsePriceError, Price};

@@ -278,10 +278,14 @@ impl Config {
         if serve.signalr_handshake_timeout.is_zero() || serve.signalr_poll_timeout.is_zero() {
             bail!("--signalr-handshake-timeout and --signalr-poll-timeout must be > 0");
         }
-        if let Some(o) = serve.cors_origins.iter().find(|o| {
-            o.as_str() != "*" && !(o.starts_with("http://") || o.starts_with("https://")) || o.ends_with('/')
-        }) {
-            bail!("--cors-origins: {o:?} is not an origin such as https://app.example.com (scheme, host, port; no path)");
+        if let Some(o) = serve
+            .cors_origins
+            .iter()
+            .find(|o| o.as_str() != "*" && !(o.starts_with("http://") || o.starts_with("https://")) || o.ends_with('/'))
+        {
+            bail!(
+                "--cors-origins: {o:?} is not an origin such as https://app.example.com (scheme, host, port; no path)"
+            );
         }
         if serve.lot_workers == 0 || serve.lot_workers > 64 {
             bail!("--lot-workers must be in 1..=64, got {}", serve.lot_workers);

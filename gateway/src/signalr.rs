@@ -154,28 +154,32 @@ fn request_token<'a>(headers: &'a HeaderMap, query: &'a HashMap<String, String>)
         .or(query.get("access_token").map(String::as_str))
 }
 
-fn authenticate(state: &AppState, headers: &HeaderMap, query: &HashMap<String, String>) -> Result<Identity, Response> {
+fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Result<Identity, Box<Response>> {
     let Some(token) = request_token(headers, query) else { return Ok(Identity::default()) };
     match crate::auction::verify(state, token) {
         Ok(c) => {
             crate::auction::ensure_user_topic(state, &c.sub);
             Ok(Identity { user: Some(c.sub), publisher: c.role == crate::auth::Role::Publisher })
         }
-        Err(e) => Err(e.into_response()),
+        Err(e) => Err(Box::new(e.into_response())),
     }
 }
 
 /// Counts a connection against `max_connections`; 503 when full.
-fn admit(state: &Arc<AppState>) -> Result<ConnGuard, Response> {
+fn admit(state: &Arc<AppState>) -> Result<ConnGuard, Box<Response>> {
     let prev = state.connections.fetch_add(1, Ordering::AcqRel);
     let guard = ConnGuard(state.clone());
     if prev >= state.max_connections {
         state.rejected.fetch_add(1, Ordering::Relaxed);
-        return Err(crate::http::error(
+        return Err(Box::new(crate::http::error(
             StatusCode::SERVICE_UNAVAILABLE,
             "too_many_connections",
             &format!("the server holds at most {} connections", state.max_connections),
-        ));
+        )));
     }
     Ok(guard)
 }
@@ -204,11 +208,11 @@ async fn negotiate(
 ) -> Response {
     let identity = match authenticate(&state, &headers, &query) {
         Ok(i) => i,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let guard = match admit(&state) {
         Ok(g) => g,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let version: u32 = query.get("negotiateVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
     let connection_id = random_id();
@@ -258,23 +262,23 @@ fn unknown_id() -> Response {
 }
 
 /// Looks up `?id=`: 400 without it, 404 when unknown; a token on the request must name the negotiated user.
-fn find(
-    state: &AppState,
-    headers: &HeaderMap,
-    query: &HashMap<String, String>,
-) -> Result<Arc<Conn>, Response> {
+fn find(state: &AppState, headers: &HeaderMap, query: &HashMap<String, String>) -> Result<Arc<Conn>, Box<Response>> {
     let Some(id) = query.get("id") else {
-        return Err(crate::http::error(StatusCode::BAD_REQUEST, "missing_id", "the `id` query parameter is required"));
+        return Err(Box::new(crate::http::error(
+            StatusCode::BAD_REQUEST,
+            "missing_id",
+            "the `id` query parameter is required",
+        )));
     };
-    let conn = state.signalr.get(id).ok_or_else(unknown_id)?;
+    let conn = state.signalr.get(id).ok_or_else(|| Box::new(unknown_id()))?;
     if let Some(token) = request_token(headers, query) {
-        let claims = crate::auction::verify(state, token).map_err(IntoResponse::into_response)?;
+        let claims = crate::auction::verify(state, token).map_err(|e| Box::new(e.into_response()))?;
         if conn.identity.user.as_deref() != Some(claims.sub.as_str()) {
-            return Err(crate::http::error(
+            return Err(Box::new(crate::http::error(
                 StatusCode::FORBIDDEN,
                 "wrong_user",
                 "the token names another user than the one that negotiated this connection",
-            ));
+            )));
         }
     }
     Ok(conn)
@@ -296,12 +300,10 @@ async fn connect(
     }
     let conn = match find(&state, &headers, &query) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
-    let sse = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("text/event-stream"));
+    let sse =
+        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/event-stream"));
     if sse {
         return connect_sse(state, conn);
     }
@@ -317,7 +319,7 @@ async fn connect_websocket(
     let (session, conn, guard) = if query.contains_key("id") {
         let conn = match find(&state, &headers, &query) {
             Ok(c) => c,
-            Err(r) => return r,
+            Err(r) => return *r,
         };
         let mut inner = lock(&conn.inner);
         if inner.transport.is_some() || inner.ended {
@@ -331,11 +333,11 @@ async fn connect_websocket(
         // `skipNegotiation: true`: no negotiate, so no entry in the registry.
         let identity = match authenticate(&state, &headers, &query) {
             Ok(i) => i,
-            Err(r) => return r,
+            Err(r) => return *r,
         };
         let guard = match admit(&state) {
             Ok(g) => g,
-            Err(r) => return r,
+            Err(r) => return *r,
         };
         (new_session(&state, &identity), None, Some(guard))
     };
@@ -422,7 +424,7 @@ async fn serve_websocket(mut socket: WebSocket, state: &Arc<AppState>, mut sessi
 }
 
 /// Claims the connection for SSE or long polling; the first request decides.
-fn claim(conn: &Conn, transport: Transport) -> Result<bool, Response> {
+fn claim(conn: &Conn, transport: Transport) -> Result<bool, Box<Response>> {
     let mut inner = lock(&conn.inner);
     match inner.transport {
         None if !inner.ended => {
@@ -431,10 +433,12 @@ fn claim(conn: &Conn, transport: Transport) -> Result<bool, Response> {
             Ok(true)
         }
         Some(t) if t == transport && transport == Transport::LongPolling => Ok(false),
-        Some(Transport::WebSockets) if transport == Transport::LongPolling => {
-            Err(crate::http::error(StatusCode::BAD_REQUEST, "transport_mismatch", "this connection uses WebSockets"))
-        }
-        _ => Err(conflict("this connection already has a transport")),
+        Some(Transport::WebSockets) if transport == Transport::LongPolling => Err(Box::new(crate::http::error(
+            StatusCode::BAD_REQUEST,
+            "transport_mismatch",
+            "this connection uses WebSockets",
+        ))),
+        _ => Err(Box::new(conflict("this connection already has a transport"))),
     }
 }
 
@@ -459,7 +463,7 @@ fn take_batch(conn: &Conn) -> Result<Option<Vec<u8>>, ()> {
 
 fn connect_sse(state: Arc<AppState>, conn: Arc<Conn>) -> Response {
     if let Err(r) = claim(&conn, Transport::ServerSentEvents) {
-        return r;
+        return *r;
     }
     struct Stream {
         conn: Arc<Conn>,
@@ -521,7 +525,7 @@ fn sse_event(payload: &[u8]) -> Bytes {
 
 async fn long_poll(state: Arc<AppState>, conn: Arc<Conn>) -> Response {
     match claim(&conn, Transport::LongPolling) {
-        Err(r) => return r,
+        Err(r) => return *r,
         // The first poll only establishes the connection; the client ignores what it carries.
         Ok(true) => return StatusCode::OK.into_response(),
         Ok(false) => {}
@@ -580,7 +584,7 @@ async fn send(
 ) -> Response {
     let conn = match find(&state, &headers, &query) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     {
         let mut inner = lock(&conn.inner);
@@ -616,6 +620,8 @@ async fn send(
     let Some(session) = inner.session.as_mut() else { return unknown_id() };
     session.handle_frame(&bytes, now);
     start_ops(session, &state, &ops_tx);
+    drop(inner);
+    conn.signal.wake();
     StatusCode::OK.into_response()
 }
 
@@ -627,7 +633,7 @@ async fn delete(
 ) -> Response {
     let conn = match find(&state, &headers, &query) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     {
         let mut inner = lock(&conn.inner);
@@ -637,7 +643,7 @@ async fn delete(
         }
     }
     conn.kick.notify_waiters();
-    conn.signal.schedule();
+    conn.signal.wake();
     state.signalr.remove(&conn.token);
     StatusCode::ACCEPTED.into_response()
 }
@@ -673,12 +679,13 @@ async fn drive(state: Arc<AppState>, conn: Arc<Conn>, mut ops_rx: mpsc::Unbounde
                 if let Some(s) = lock(&conn.inner).session.as_mut() {
                     s.handle_op_result(id, r.as_deref().map_err(|(c, m)| (*c, m.as_str())));
                 }
+                conn.signal.wake();
             }
             _ = shutdown.changed() => {
                 if let Some(s) = lock(&conn.inner).session.as_mut() {
                     s.close(CloseReason::GoingAway);
                 }
-                conn.signal.schedule();
+                conn.signal.wake();
                 // Give the transport a moment to deliver the Close message.
                 sleep(Duration::from_millis(500)).await;
                 break;
@@ -707,6 +714,8 @@ async fn drive(state: Arc<AppState>, conn: Arc<Conn>, mut ops_rx: mpsc::Unbounde
                         s.keep_alive();
                     }
                 }
+                drop(inner);
+                conn.signal.wake();
             }
         }
     }

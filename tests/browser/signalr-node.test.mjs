@@ -231,7 +231,7 @@ async function scenario({ tag, transport, skipNegotiation = false }) {
   const closes = [];
   conn.on('tick', (t) => ticks.tick(t));
   conn.on('gap', (g) => ticks.gap(g));
-  conn.on('bidResult', (r) => bidResults.push(r));
+  conn.on('bidResult', (r) => { bidResults.push(r); });
   conn.onclose((err) => closes.push(err));
   try {
     await conn.start();

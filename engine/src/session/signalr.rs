@@ -8,7 +8,7 @@
 
 use super::{AppOp, CloseReason, Session, code};
 use crate::TICKS_PREFIX;
-use crate::codec::{RECORD_SEPARATOR, push_json_str};
+use crate::codec::{HubStream, RECORD_SEPARATOR, push_json_str};
 use crate::topic::Position;
 use serde::Deserialize;
 use serde_json::Value;
@@ -41,16 +41,9 @@ pub(super) struct HubState {
     /// Internal op ids of invocations answered later (bids), to the client's `invocationId`.
     pending: HashMap<u64, Box<str>>,
     next_id: u64,
-    /// Open `StreamTicks` streams by invocation id.
-    streams: HashMap<Arc<str>, Stream>,
+    /// Open `StreamTicks` streams: invocation id to topic.
+    streams: HashMap<Arc<str>, String>,
     close_sent: bool,
-}
-
-#[derive(Debug)]
-struct Stream {
-    topic: String,
-    /// The connection had subscribed to the topic before the stream took it over: cancelling gives it back.
-    was_subscribed: bool,
 }
 
 #[derive(Deserialize)]
@@ -224,16 +217,28 @@ impl Session {
 
     fn hub_subscribe(&mut self, args: &[Value]) -> Result<(), Refusal> {
         let names = topic_list(args).ok_or_else(|| bad_args("Subscribe", "topics: string[], non-empty"))?;
-        self.subscribe_topics(&names, None, false)
+        self.subscribe_topics(&names, None, false)?;
+        // A topic a stream already reads: its messages now go both ways.
+        for name in &names {
+            if let Some(stream) = self.sub.stream_of(name).cloned() {
+                self.sub.set_stream(name, Some(HubStream { also_invocation: true, ..stream }));
+            }
+        }
+        Ok(())
     }
 
     fn hub_unsubscribe(&mut self, args: &[Value]) -> Result<(), Refusal> {
         let names = topic_list(args).ok_or_else(|| bad_args("Unsubscribe", "topics: string[], non-empty"))?;
         for name in &names {
-            if let Some(stream) = self.sub.stream_of(name).cloned() {
-                self.end_stream(&stream);
+            match self.sub.stream_of(name).cloned() {
+                // A stream keeps reading the topic; only the Invocations stop.
+                Some(stream) => {
+                    self.sub.set_stream(name, Some(HubStream { also_invocation: false, ..stream }));
+                }
+                None => {
+                    self.sub.unsubscribe(name);
+                }
             }
-            self.sub.unsubscribe(name);
         }
         Ok(())
     }
@@ -283,26 +288,26 @@ impl Session {
         }
         // One stream per topic: a newer one takes the topic over and the older completes.
         if let Some(old) = self.sub.stream_of(&topic).cloned() {
-            self.end_stream(&old);
+            self.end_stream(&old.id);
         }
-        let was_subscribed = self.sub.is_subscribed(&topic);
-        if !was_subscribed {
+        let subscribed = self.sub.is_subscribed(&topic);
+        if !subscribed {
             self.subscribe_topics(std::slice::from_ref(&topic), None, false)?;
         }
         let id: Arc<str> = id.into();
-        self.sub.set_stream(&topic, Some(id.clone()));
-        self.hub.as_mut().expect("hub session").streams.insert(id, Stream { topic, was_subscribed });
+        self.sub.set_stream(&topic, Some(HubStream { id: id.clone(), also_invocation: subscribed }));
+        self.hub.as_mut().expect("hub session").streams.insert(id, topic);
         self.sub.signal().schedule();
         Ok(())
     }
 
     /// Ends stream `id` (cancelled, or its topic unsubscribed or taken over) with its Completion.
     fn end_stream(&mut self, id: &str) {
-        let Some(stream) = self.hub.as_mut().expect("hub session").streams.remove(id) else { return };
-        if stream.was_subscribed {
-            self.sub.set_stream(&stream.topic, None);
+        let Some(topic) = self.hub.as_mut().expect("hub session").streams.remove(id) else { return };
+        if self.sub.stream_of(&topic).is_some_and(|s| s.also_invocation) {
+            self.sub.set_stream(&topic, None);
         } else {
-            self.sub.unsubscribe(&stream.topic);
+            self.sub.unsubscribe(&topic);
         }
         self.push_completion(id, Ok(None));
     }
@@ -505,6 +510,41 @@ mod tests {
         assert_eq!(recv(&mut s), vec![serde_json::json!({"type": 3, "invocationId": "7"})]);
         w.publish_tick(&tick(3), 3).unwrap();
         assert!(recv(&mut s).is_empty(), "no items after the cancel");
+        assert!(!s.subscriber().is_subscribed("ticks.AAPL"));
+    }
+
+    #[test]
+    fn signalr_a_stream_and_a_subscribe_of_the_same_topic_both_get_every_tick() {
+        let engine = Engine::new(EngineConfig::default());
+        let mut w = engine.create_topic("ticks.AAPL").unwrap();
+        w.publish_tick(&tick(1), 1).unwrap();
+        let mut s = connected(&engine);
+        s.handle_frame(
+            b"{\"type\":1,\"invocationId\":\"1\",\"target\":\"Subscribe\",\"arguments\":[[\"ticks.AAPL\"]]}\x1e",
+            Instant::now(),
+        );
+        assert_eq!(recv(&mut s).len(), 2, "completion and snapshot");
+        s.handle_frame(
+            b"{\"type\":4,\"invocationId\":\"2\",\"target\":\"StreamTicks\",\"arguments\":[\"AAPL\"]}\x1e",
+            Instant::now(),
+        );
+        w.publish_tick(&tick(2), 2).unwrap();
+        let out = recv(&mut s);
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!((out[0]["type"].as_u64(), out[0]["item"]["seq"].as_u64()), (Some(2), Some(2)));
+        assert_eq!((out[1]["target"].as_str(), out[1]["arguments"][0]["seq"].as_u64()), (Some("tick"), Some(2)));
+        // Unsubscribe leaves the stream; cancelling it then ends the subscription too.
+        s.handle_frame(
+            b"{\"type\":1,\"invocationId\":\"3\",\"target\":\"Unsubscribe\",\"arguments\":[[\"ticks.AAPL\"]]}\x1e",
+            Instant::now(),
+        );
+        w.publish_tick(&tick(3), 3).unwrap();
+        let out = recv(&mut s);
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!(out[0], serde_json::json!({"type": 3, "invocationId": "3"}));
+        assert_eq!(out[1]["item"]["seq"], 3);
+        s.handle_frame(b"{\"type\":5,\"invocationId\":\"2\"}\x1e", Instant::now());
+        assert_eq!(recv(&mut s), vec![serde_json::json!({"type": 3, "invocationId": "2"})]);
         assert!(!s.subscriber().is_subscribed("ticks.AAPL"));
     }
 
