@@ -1,0 +1,314 @@
+//! The SignalR hub's protocol edge cases, driven with raw sockets against the real binary on loopback. (The
+//! official clients' happy paths run in `tests/browser/signalr-node.test.mjs`.)
+
+mod common;
+
+use common::{Server, login};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+type Ws = common::Ws;
+const RS: char = '\u{1e}';
+const HANDSHAKE: &str = "{\"protocol\":\"json\",\"version\":1}\u{1e}";
+
+/// One raw HTTP request: (status, head, body).
+async fn raw(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf)).await.expect("answer in 20 s").unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    (head.split_whitespace().nth(1).unwrap().parse().unwrap(), head.to_ascii_lowercase(), body.to_owned())
+}
+
+async fn negotiate(addr: SocketAddr, token: Option<&str>) -> String {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth.as_deref().map(|a| vec![("Authorization", a)]).unwrap_or_default();
+    let (status, _, body) = raw(addr, "POST", "/hubs/market/negotiate?negotiateVersion=1", &headers, "").await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["negotiateVersion"], 1);
+    assert!(v["connectionId"].is_string());
+    let transports: Vec<&str> =
+        v["availableTransports"].as_array().unwrap().iter().map(|t| t["transport"].as_str().unwrap()).collect();
+    assert_eq!(transports, ["WebSockets", "ServerSentEvents", "LongPolling"]);
+    v["connectionToken"].as_str().unwrap().to_owned()
+}
+
+async fn ws_connect(addr: SocketAddr, query: &str) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    let url = format!("ws://{addr}/hubs/market{query}");
+    tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(url))
+        .await
+        .expect("connect within 10 s")
+        .map(|(ws, _)| ws)
+}
+
+/// The next text frame's hub messages; `None` when the socket closed (with its close frame, if any).
+async fn messages(ws: &mut Ws) -> Result<Vec<Value>, Option<(CloseCode, String)>> {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("a frame within 10 s");
+        match msg {
+            Some(Ok(Message::Text(t))) => {
+                assert!(t.ends_with(RS), "every frame ends with a record separator: {t:?}");
+                return Ok(t.split_terminator(RS).map(|m| serde_json::from_str(m).unwrap()).collect());
+            }
+            Some(Ok(Message::Close(f))) => return Err(f.map(|f| (f.code, f.reason.to_string()))),
+            Some(Ok(_)) => continue,
+            None | Some(Err(_)) => return Err(None),
+        }
+    }
+}
+
+/// Reads until a message satisfies `pred`, or the socket closes.
+async fn until(ws: &mut Ws, mut pred: impl FnMut(&Value) -> bool) -> Result<Value, Option<(CloseCode, String)>> {
+    loop {
+        for m in messages(ws).await? {
+            if pred(&m) {
+                return Ok(m);
+            }
+        }
+    }
+}
+
+async fn send(ws: &mut Ws, text: &str) {
+    ws.send(Message::Text(text.into())).await.unwrap();
+}
+
+/// A connected, subscribed hub client over WebSockets.
+async fn subscribed(addr: SocketAddr, topic: &str) -> Ws {
+    let token = negotiate(addr, None).await;
+    let mut ws = ws_connect(addr, &format!("?id={token}")).await.unwrap();
+    send(&mut ws, HANDSHAKE).await;
+    assert_eq!(messages(&mut ws).await.unwrap()[0], json!({}));
+    let sub = json!({"type": 1, "invocationId": "s", "target": "Subscribe", "arguments": [[topic]]});
+    send(&mut ws, &format!("{sub}{RS}")).await;
+    let done = until(&mut ws, |m| m["type"] == 3).await.unwrap();
+    assert_eq!(done, json!({"type": 3, "invocationId": "s"}));
+    ws
+}
+
+async fn assert_ticks_flow(ws: &mut Ws) {
+    let t = until(ws, |m| m["target"] == "tick" && m["arguments"][0]["type"] == "tick").await;
+    assert!(t.is_ok(), "ticks stopped: {t:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signalr_bad_input_gets_errors_and_never_touches_other_connections() {
+    let server = Server::start(&["--tick-rate", "2000", "--max-errors", "1000"]);
+    let addr = server.addr;
+    let mut bystander = subscribed(addr, "ticks.AAPL").await;
+
+    // A bad handshake: the handshake error, then a close.
+    let token = negotiate(addr, None).await;
+    let mut ws = ws_connect(addr, &format!("?id={token}")).await.unwrap();
+    send(&mut ws, "{\"protocol\":\"messagepack\",\"version\":1}\u{1e}").await;
+    let out = messages(&mut ws).await.unwrap();
+    assert!(out[0]["error"].as_str().unwrap().contains("'messagepack' is not supported"), "{out:?}");
+    let closed = messages(&mut ws).await.unwrap_err();
+    assert_eq!(closed.map(|c| c.0), Some(CloseCode::Protocol));
+
+    // Unknown methods and wrong arguments: an error Completion each; the connection stays up.
+    let mut ws = subscribed(addr, "ticks.MSFT").await;
+    for (msg, want) in [
+        (json!({"type": 1, "invocationId": "a", "target": "NoSuchMethod", "arguments": []}), "unknown_method: "),
+        (json!({"type": 1, "invocationId": "b", "target": "Subscribe", "arguments": [5]}), "bad_request: "),
+        (json!({"type": 1, "invocationId": "c", "target": "Subscribe", "arguments": [["a", "b"], 1]}), "bad_request: "),
+        (
+            json!({"type": 1, "invocationId": "d", "target": "Subscribe", "arguments": [["ticks.NOPE"]]}),
+            "unknown_topic: ",
+        ),
+        (json!({"type": 1, "invocationId": "e", "target": "Subscribe", "arguments": [["users.bob"]]}), "forbidden: "),
+        (json!({"type": 1, "invocationId": "f", "target": "PlaceBid", "arguments": ["1", "5", "k"]}), "unauthorized: "),
+        (json!({"type": 4, "invocationId": "g", "target": "StreamTicks", "arguments": ["NOPE"]}), "unknown_topic: "),
+        (
+            json!({"type": 4, "invocationId": "h", "target": "Subscribe", "arguments": [["ticks.AAPL"]]}),
+            "bad_request: ",
+        ),
+    ] {
+        let id = msg["invocationId"].clone();
+        send(&mut ws, &format!("{msg}{RS}")).await;
+        let done = until(&mut ws, |m| m["type"] == 3 && m["invocationId"] == id).await.unwrap();
+        assert!(done["error"].as_str().unwrap().starts_with(want), "{msg} got {done}");
+        assert!(done.get("result").is_none());
+    }
+    assert_ticks_flow(&mut ws).await;
+
+    // An oversized message: a Close message saying why, then close code 1009.
+    let big = format!("{{\"type\":1,\"target\":\"Subscribe\",\"arguments\":[[\"{}\"]]}}{RS}", "x".repeat(70_000));
+    send(&mut ws, &big).await;
+    let close = until(&mut ws, |m| m["type"] == 7).await.unwrap();
+    assert!(close["error"].as_str().unwrap().contains("too large"), "{close}");
+    let closed = until(&mut ws, |_| false).await.unwrap_err();
+    assert_eq!(closed.map(|c| c.0), Some(CloseCode::Size));
+
+    // Garbage after the handshake: Close with bad_json.
+    let mut ws = subscribed(addr, "ticks.MSFT").await;
+    send(&mut ws, "{nope\u{1e}").await;
+    let close = until(&mut ws, |m| m["type"] == 7).await.unwrap();
+    assert!(close["error"].as_str().unwrap().contains("bad_json"), "{close}");
+
+    assert_ticks_flow(&mut bystander).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signalr_connection_ids_unknown_404_missing_400_second_websocket_409() {
+    let server = Server::start(&[]);
+    let addr = server.addr;
+    for method in ["GET", "POST", "DELETE"] {
+        let (status, _, body) = raw(addr, method, "/hubs/market?id=nope", &[], "").await;
+        assert_eq!(status, 404, "{method}: {body}");
+        assert!(body.contains("unknown_connection"), "{body}");
+    }
+    let (status, _, _) = raw(addr, "GET", "/hubs/market", &[], "").await;
+    assert_eq!(status, 400);
+    let err = ws_connect(addr, "?id=nope").await.unwrap_err();
+    assert!(err.to_string().contains("404"), "{err}");
+
+    let token = negotiate(addr, None).await;
+    let mut first = ws_connect(addr, &format!("?id={token}")).await.unwrap();
+    let err = ws_connect(addr, &format!("?id={token}")).await.unwrap_err();
+    assert!(err.to_string().contains("409"), "{err}");
+    // Neither SSE nor long polling can take it over either.
+    let (status, _, _) =
+        raw(addr, "GET", &format!("/hubs/market?id={token}"), &[("Accept", "text/event-stream")], "").await;
+    assert_eq!(status, 409);
+    // The first socket is unharmed.
+    send(&mut first, HANDSHAKE).await;
+    assert_eq!(messages(&mut first).await.unwrap()[0], json!({}));
+
+    // A token that does not check out is refused at negotiate.
+    let (status, _, body) =
+        raw(addr, "POST", "/hubs/market/negotiate?negotiateVersion=1", &[("Authorization", "Bearer x.y.z")], "").await;
+    assert_eq!(status, 401, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signalr_long_polling_newer_poll_and_delete_end_the_pending_poll_with_204() {
+    let server = Server::start(&["--signalr-poll-timeout", "20s"]);
+    let addr = server.addr;
+    let token = negotiate(addr, None).await;
+    let path = format!("/hubs/market?id={token}");
+    // The first poll only opens the connection.
+    let (status, _, body) = raw(addr, "GET", &path, &[], "").await;
+    assert_eq!((status, body.as_str()), (200, ""));
+    let (status, _, _) = raw(addr, "POST", &path, &[], HANDSHAKE).await;
+    assert_eq!(status, 200);
+    let (status, _, body) = raw(addr, "GET", &path, &[], "").await;
+    assert_eq!((status, body.as_str()), (200, "{}\u{1e}"));
+    // A poll with nothing to say waits; a newer poll ends it with 204.
+    let older = tokio::spawn({
+        let path = path.clone();
+        async move { raw(addr, "GET", &path, &[], "").await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let newer = tokio::spawn({
+        let path = path.clone();
+        async move { raw(addr, "GET", &path, &[], "").await }
+    });
+    assert_eq!(older.await.unwrap().0, 204);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, _, _) = raw(addr, "DELETE", &path, &[], "").await;
+    assert_eq!(status, 202);
+    assert_eq!(newer.await.unwrap().0, 204);
+    let (status, _, _) = raw(addr, "GET", &path, &[], "").await;
+    assert_eq!(status, 404, "the connection is gone after DELETE");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signalr_keep_alive_pings_and_a_silent_client_is_closed_with_a_reason() {
+    let server = Server::start(&["--signalr-keep-alive", "200ms", "--signalr-client-timeout", "1s"]);
+    let addr = server.addr;
+    let mut ws = ws_connect(addr, "").await.expect("skipNegotiation: a WebSocket without id");
+    send(&mut ws, HANDSHAKE).await;
+    assert_eq!(messages(&mut ws).await.unwrap()[0], json!({}));
+    let start = std::time::Instant::now();
+    let ping = until(&mut ws, |m| m["type"] == 6).await.unwrap();
+    assert_eq!(ping, json!({"type": 6}));
+    assert!(start.elapsed() < Duration::from_millis(900), "first ping after {:?}", start.elapsed());
+    // We say nothing: after the client timeout, a Close message that allows a reconnect, then the close.
+    let close = until(&mut ws, |m| m["type"] == 7).await.unwrap();
+    assert_eq!(close["allowReconnect"], true);
+    assert!(close["error"].as_str().unwrap().contains("idle timeout"), "{close}");
+    assert!(start.elapsed() >= Duration::from_millis(900), "closed after {:?}", start.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signalr_cors_allows_listed_origins_with_credentials_only() {
+    let server = Server::start(&["--cors-origins", "http://app.test,https://desk.example.com"]);
+    let addr = server.addr;
+    let preflight = [
+        ("Origin", "http://app.test"),
+        ("Access-Control-Request-Method", "POST"),
+        ("Access-Control-Request-Headers", "authorization,x-requested-with,x-signalr-user-agent"),
+    ];
+    let (status, head, _) = raw(addr, "OPTIONS", "/hubs/market/negotiate?negotiateVersion=1", &preflight, "").await;
+    assert_eq!(status, 204);
+    assert!(head.contains("access-control-allow-origin: http://app.test"), "{head}");
+    assert!(head.contains("access-control-allow-credentials: true"), "{head}");
+    assert!(head.contains("access-control-allow-headers: authorization,x-requested-with,x-signalr-user-agent"));
+    let (status, head, _) =
+        raw(addr, "POST", "/hubs/market/negotiate?negotiateVersion=1", &[("Origin", "https://desk.example.com")], "")
+            .await;
+    assert_eq!(status, 200);
+    assert!(head.contains("access-control-allow-origin: https://desk.example.com"), "{head}");
+
+    let evil = [("Origin", "http://evil.test"), ("Access-Control-Request-Method", "POST")];
+    let (status, head, _) = raw(addr, "OPTIONS", "/hubs/market/negotiate?negotiateVersion=1", &evil, "").await;
+    assert_eq!(status, 403);
+    assert!(!head.contains("access-control-allow-origin"), "{head}");
+    let (_, head, _) =
+        raw(addr, "POST", "/hubs/market/negotiate?negotiateVersion=1", &[("Origin", "http://evil.test")], "").await;
+    assert!(!head.contains("access-control-allow-origin"), "{head}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signalr_user_pushes_reach_the_logged_in_connection_and_a_negotiation_expires() {
+    let server = Server::start(&["--signalr-handshake-timeout", "1s"]);
+    let addr = server.addr;
+    let token = login(addr, "carol").await;
+    let id = negotiate(addr, Some(&token)).await;
+    // Another user's token cannot use carol's connection.
+    let dave = login(addr, "dave").await;
+    let err = ws_connect(addr, &format!("?id={id}&access_token={dave}")).await.unwrap_err();
+    assert!(err.to_string().contains("403"), "{err}");
+    let mut ws = ws_connect(addr, &format!("?id={id}&access_token={token}")).await.unwrap();
+    send(&mut ws, HANDSHAKE).await;
+    assert_eq!(messages(&mut ws).await.unwrap()[0], json!({}));
+    // PlaceBid answers with the bid id; the outcome is pushed to users.carol, which the connection hears without
+    // subscribing (`Clients.User`).
+    let (_, lots) = common::http(addr, "GET", "/api/lots", None, &[], None).await;
+    let lot = lots.as_array().unwrap().iter().find(|l| l["state"] == "open").expect("an open demo lot").clone();
+    let lot_id = lot["lot"].as_str().unwrap();
+    let bid =
+        json!({"type": 1, "invocationId": "b1", "target": "PlaceBid", "arguments": [lot_id, lot["min_bid"], "key-1"]});
+    send(&mut ws, &format!("{bid}{RS}")).await;
+    let done = until(&mut ws, |m| m["type"] == 3).await.unwrap();
+    assert!(done["result"]["bid_id"].is_string(), "{done}");
+    let result = until(&mut ws, |m| m["target"] == "bidResult").await.unwrap();
+    assert_eq!(result["arguments"][0]["key"], "key-1");
+    assert_eq!(result["arguments"][0]["bid_id"], done["result"]["bid_id"]);
+
+    // A negotiated connection that never connects is forgotten after the handshake timeout.
+    let stale = negotiate(addr, None).await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let (status, _, _) = raw(addr, "GET", &format!("/hubs/market?id={stale}"), &[], "").await;
+    assert_eq!(status, 404);
+}
