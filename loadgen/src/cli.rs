@@ -57,6 +57,9 @@ pub enum Transport {
     Quic,
     /// QUIC, ticks as datagrams.
     QuicDatagram,
+    /// The SignalR JSON hub protocol over WebSocket (`/hubs/market` on the `--target` host, skipping negotiate),
+    /// as the official clients speak it: the handshake, `Subscribe`, `tick` Invocations.
+    Signalr,
 }
 
 #[derive(Debug, Clone, Args, serde::Serialize)]
@@ -73,8 +76,9 @@ pub struct FanoutArgs {
     /// Encoding: `json` or `bin`.
     #[arg(long, value_enum, default_value = "bin")]
     pub encoding: Enc,
-    /// `ws`, `quic` (ticks on the push stream) or `quic-datagram` (ticks as datagrams). QUIC takes the server's
-    /// UDP address and certificate from `/api/quic` on the `--target` host.
+    /// `ws`, `quic` (ticks on the push stream), `quic-datagram` (ticks as datagrams) or `signalr` (the SignalR hub
+    /// over WebSocket; JSON only). QUIC takes the server's UDP address and certificate from `/api/quic` on the
+    /// `--target` host.
     #[arg(long, value_enum, default_value = "ws")]
     pub transport: Transport,
     /// Measurement time after every subscriber is connected, e.g. `30s`.

@@ -133,6 +133,17 @@ struct Ev<'a> {
     to: u64,
 }
 
+/// A SignalR hub message: `tick` and `gap` Invocations carry one native event object.
+#[derive(Deserialize)]
+struct HubEv<'a> {
+    #[serde(rename = "type", default)]
+    ty: u8,
+    #[serde(borrow, default)]
+    target: Option<&'a str>,
+    #[serde(borrow, default)]
+    arguments: Option<[Ev<'a>; 1]>,
+}
+
 /// Reads one frame's events into the counters; returns whether the subscribe was acknowledged in it.
 pub(crate) fn handle_frame(msg: &Message, shared: &Shared, samples: &mut Vec<u64>) -> bool {
     let now = now_ns();
@@ -145,6 +156,30 @@ pub(crate) fn handle_frame(msg: &Message, shared: &Shared, samples: &mut Vec<u64
         }
     };
     match msg {
+        // SignalR: hub messages, each ending with 0x1E.
+        Message::Text(t) if t.ends_with('\u{1e}') => {
+            for m in t.split_terminator('\u{1e}') {
+                match serde_json::from_str::<HubEv>(m) {
+                    Ok(HubEv { ty: 1, target: Some("tick"), arguments: Some([e]) }) if e.ty == "tick" => {
+                        n += 1;
+                        latency(e.ts);
+                    }
+                    Ok(HubEv { ty: 1, target: Some("gap"), arguments: Some([e]) }) => {
+                        gaps += 1;
+                        missed += e.to.saturating_sub(e.from) + 1;
+                    }
+                    // Snapshots and other events.
+                    Ok(HubEv { ty: 1, .. }) => {}
+                    // The handshake answer `{}` has no type; a Completion answers the Subscribe.
+                    Ok(HubEv { ty: 0 | 3 | 6, .. }) if !m.contains("\"error\"") => {
+                        acked |= m.starts_with("{\"type\":3")
+                    }
+                    _ => {
+                        shared.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
         Message::Text(t) => match serde_json::from_str::<Vec<Ev>>(t) {
             Ok(evs) => {
                 for e in evs {
@@ -213,8 +248,20 @@ pub(crate) fn handle_frame(msg: &Message, shared: &Shared, samples: &mut Vec<u64
 }
 
 /// One subscriber: subscribe, then count every delivery until `stop`.
-async fn client(mut ws: Ws, topics: Vec<String>, shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let sub = serde_json::json!({"op": "subscribe", "id": 1, "topics": topics}).to_string();
+async fn client(
+    mut ws: Ws,
+    topics: Vec<String>,
+    signalr: bool,
+    shared: Arc<Shared>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let sub = if signalr {
+        let invocation =
+            serde_json::json!({"type": 1, "invocationId": "0", "target": "Subscribe", "arguments": [topics]});
+        format!("{{\"protocol\":\"json\",\"version\":1}}\u{1e}{invocation}\u{1e}")
+    } else {
+        serde_json::json!({"op": "subscribe", "id": 1, "topics": topics}).to_string()
+    };
     if ws.send(Message::text(sub)).await.is_err() {
         shared.disconnects.fetch_add(1, Ordering::Relaxed);
         return;
@@ -311,7 +358,7 @@ async fn connect_part(a: &FanoutArgs, range: std::ops::Range<usize>, syms: &[Str
     let t_connect = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     let mut connect = tokio::task::JoinSet::new();
-    if a.transport != Transport::Ws {
+    if a.transport != Transport::Ws && a.transport != Transport::Signalr {
         let datagrams = a.transport == Transport::QuicDatagram;
         let (ep, udp) = match crate::quic::endpoint(addr, a.encoding).await {
             Ok(e) => e,
@@ -352,8 +399,11 @@ async fn connect_part(a: &FanoutArgs, range: std::ops::Range<usize>, syms: &[Str
         pb.finish_and_clear();
         return settle(shared, tasks, stop, range.len(), failed, first_err, t_connect).await;
     }
+    let signalr = a.transport == Transport::Signalr;
+    let (url, enc) =
+        if signalr { (format!("ws://{addr}/hubs/market"), Enc::Json) } else { (a.target.clone(), a.encoding) };
     for i in range.clone() {
-        let (url, sem, enc, n) = (a.target.clone(), sem.clone(), a.encoding, a.subscribers);
+        let (url, sem, n) = (url.clone(), sem.clone(), a.subscribers);
         connect.spawn(async move {
             let _permit = sem.acquire_owned().await;
             let r = tokio::time::timeout(Duration::from_secs(10), connect_ws(&url, addr, source_addr(i, n), enc)).await;
@@ -365,7 +415,8 @@ async fn connect_part(a: &FanoutArgs, range: std::ops::Range<usize>, syms: &[Str
         pb.inc(1);
         match r {
             Ok((i, Ok(Ok(ws)))) => {
-                tasks.spawn(client(ws, topics_of(i, a.topics_per_sub, syms), shared.clone(), stop_rx.clone()));
+                let topics = topics_of(i, a.topics_per_sub, syms);
+                tasks.spawn(client(ws, topics, signalr, shared.clone(), stop_rx.clone()));
             }
             Ok((_, Ok(Err(e)))) => {
                 failed += 1;
@@ -488,8 +539,9 @@ pub async fn run(a: &FanoutArgs, ctx: &Context) -> anyhow::Result<ScenarioResult
                 Transport::Ws => "",
                 Transport::Quic => "quic-",
                 Transport::QuicDatagram => "quic-datagram-",
+                Transport::Signalr => "signalr-",
             },
-            if a.encoding == Enc::Bin { "bin" } else { "json" }
+            if a.encoding == Enc::Bin && a.transport != Transport::Signalr { "bin" } else { "json" }
         ),
         params: serde_json::to_value(a)?,
         clients: m.connected,
@@ -546,6 +598,7 @@ async fn run_processes(a: &FanoutArgs, addr: SocketAddr, per: usize) -> anyhow::
                     Transport::Ws => "ws",
                     Transport::Quic => "quic",
                     Transport::QuicDatagram => "quic-datagram",
+                    Transport::Signalr => "signalr",
                 },
             ])
             .args(["--duration", &format!("{}ms", a.duration.as_millis())])

@@ -58,6 +58,11 @@ impl Snapshot {
             published_per_s: (end.published - self.published) / dt,
             deliveries_per_s: (end.deliveries - self.deliveries) / dt,
             mean_batch: if batches > 0.0 { (end.deliveries - self.deliveries) / batches } else { 0.0 },
+            cpu_ns_per_delivery: if end.deliveries > self.deliveries {
+                (end.cpu_s - self.cpu_s) / (end.deliveries - self.deliveries) * 1e9
+            } else {
+                0.0
+            },
         }
     }
 }

@@ -122,6 +122,8 @@ pub struct ServerSide {
     pub deliveries_per_s: f64,
     /// Mean messages per written batch over the window.
     pub mean_batch: f64,
+    /// Server CPU time per delivery it counted, in ns (CPU of the whole process, feed included, over deliveries).
+    pub cpu_ns_per_delivery: f64,
 }
 
 /// One scenario's results.
@@ -234,14 +236,14 @@ pub fn markdown(ctx: &Context, scenario: &str, results: &[ScenarioResult]) -> St
     let _ = writeln!(md);
     let _ = writeln!(
         md,
-        "| scenario | clients | deliveries/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | gaps | missed | disc. | err/timeouts | req/s | server CPU % | server RSS MiB | loadgen CPU % | connect s |"
+        "| scenario | clients | deliveries/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | gaps | missed | disc. | err/timeouts | req/s | server CPU % | server CPU ns/delivery | server RSS MiB | loadgen CPU % | connect s |"
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in results {
         let l = &r.latency_us;
         let _ = writeln!(
             md,
-            "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} |",
+            "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} |",
             r.name,
             r.clients,
             r.deliveries_per_s,
@@ -257,6 +259,7 @@ pub fn markdown(ctx: &Context, scenario: &str, results: &[ScenarioResult]) -> St
             r.timeouts,
             r.requests_per_s,
             r.server.cpu_pct,
+            r.server.cpu_ns_per_delivery,
             r.server.rss_mib,
             r.loadgen_cpu_pct,
             r.connect_s
