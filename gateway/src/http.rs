@@ -52,14 +52,25 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
     let batches = Metrics::get(&m.batches);
     let mean_batch = if batches == 0 { 0.0 } else { deliveries as f64 / batches as f64 };
     let journal = s.house.journal_stats();
-    let rows: [(&str, &str, &str, f64); 15] = [
-        ("marquee_connections", "gauge", "Open WebSocket connections.", s.connections.load(Ordering::Relaxed) as f64),
+    let rows: [(&str, &str, &str, f64); 16] = [
+        (
+            "marquee_connections",
+            "gauge",
+            "Open connections (WebSocket, QUIC, SignalR).",
+            s.connections.load(Ordering::Relaxed) as f64,
+        ),
         ("marquee_max_connections", "gauge", "Connections the server accepts.", s.max_connections as f64),
         (
             "marquee_connections_rejected_total",
             "counter",
             "Upgrades refused with 503 at the connection limit.",
             s.rejected.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "marquee_signalr_negotiated_connections",
+            "gauge",
+            "SignalR connections negotiated and not yet closed (WebSockets without negotiate are not listed).",
+            s.signalr.len() as f64,
         ),
         (
             "marquee_subscriptions",

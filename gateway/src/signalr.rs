@@ -611,7 +611,7 @@ async fn send(
         return crate::http::error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
-            &format!("a POST body is at most {MAX_POST_BODY} bytes"),
+            &format!("the body could not be read, or is over {MAX_POST_BODY} bytes"),
         );
     };
     inner.last_heard = Instant::now();
