@@ -321,3 +321,55 @@ async fn signalr_user_pushes_reach_the_logged_in_connection_and_a_negotiation_ex
     let (status, _, _) = raw(addr, "GET", &format!("/hubs/market?id={stale}"), &[], "").await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signalr_sigterm_sends_a_reconnectable_close_on_every_transport_and_exits_zero() {
+    let mut server = Server::start(&[]);
+    let addr = server.addr;
+    let mut ws = subscribed(addr, "ticks.AAPL").await;
+
+    // Server-Sent Events: read the raw stream until it ends.
+    let sse_id = negotiate(addr, None).await;
+    let mut sse = TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET /hubs/market?id={sse_id} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
+    sse.write_all(req.as_bytes()).await.unwrap();
+    let sse_task = tokio::spawn(async move {
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), sse.read_to_end(&mut buf)).await;
+        String::from_utf8_lossy(&buf).into_owned()
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let path = format!("/hubs/market?id={sse_id}");
+    assert_eq!(raw(addr, "POST", &path, &[], HANDSHAKE).await.0, 200);
+
+    // Long polling: a poll is pending when the signal comes.
+    let lp_id = negotiate(addr, None).await;
+    let lp = format!("/hubs/market?id={lp_id}");
+    assert_eq!(raw(addr, "GET", &lp, &[], "").await.0, 200);
+    assert_eq!(raw(addr, "POST", &lp, &[], HANDSHAKE).await.0, 200);
+    assert_eq!(raw(addr, "GET", &lp, &[], "").await.2, "{}\u{1e}");
+    let poll = tokio::spawn(async move { raw(addr, "GET", &lp, &[], "").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let t0 = std::time::Instant::now();
+    let status = std::process::Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let close = until(&mut ws, |m| m["type"] == 7).await.unwrap();
+    assert_eq!(close, json!({"type": 7, "error": "1001: server shutting down", "allowReconnect": true}));
+    let frame = until(&mut ws, |_| false).await.unwrap_err();
+    assert_eq!(frame.map(|f| f.0), Some(CloseCode::Away));
+    let sse_text = sse_task.await.unwrap();
+    assert!(sse_text.contains("data: {}\u{1e}"), "{sse_text}");
+    assert!(sse_text.contains("data: {\"type\":7,\"error\":\"1001: server shutting down\""), "{sse_text}");
+    let (status, _, body) = poll.await.unwrap();
+    assert_eq!(status, 200);
+    assert!(body.starts_with("{\"type\":7,\"error\":\"1001: server shutting down\""), "{body}");
+    let code = loop {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(3), "server still running 3 s after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(code.code(), Some(0));
+}
