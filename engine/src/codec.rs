@@ -746,6 +746,11 @@ impl BatchWriter {
         at
     }
 
+    /// The bytes written so far.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
     pub(crate) fn buf_mut(&mut self) -> &mut Vec<u8> {
         &mut self.buf
     }

@@ -429,7 +429,12 @@ impl Session {
         if self.hub.is_some() && self.close.is_some() {
             self.push_hub_close();
         }
-        if self.close.is_none() {
+        // Stateful reconnect over its buffer: topics wait until the client acknowledges (an Ack reschedules).
+        let paused = self.hub.is_some() && self.hub_before_drain();
+        if paused {
+            self.sub.signal().clear();
+        }
+        if self.close.is_none() && !paused {
             match self.sub.drain(&mut self.batch) {
                 Ok(d) => {
                     self.last_drain_messages = d.messages;
@@ -468,6 +473,9 @@ impl Session {
 
     /// The frame from [`Session::poll_transmit`] was written: count it and reuse the buffer.
     pub fn sent(&mut self) {
+        if self.hub.is_some() {
+            self.hub_sent();
+        }
         if !self.batch.is_empty() {
             let m = self.sub.engine().metrics();
             m.add(&m.batches, 1);

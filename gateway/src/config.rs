@@ -144,6 +144,10 @@ pub struct ServeArgs {
     /// SignalR long polling: how long a poll is held open without data before it is answered empty.
     #[arg(long, env = "MARQUEE_SIGNALR_POLL_TIMEOUT", default_value = "90s", value_parser = parse_duration)]
     pub signalr_poll_timeout: Duration,
+    /// SignalR stateful reconnect: bytes of unacknowledged messages kept per connection to send again after a
+    /// dropped WebSocket (clients acknowledge about once a second; past this, topics wait and conflate).
+    #[arg(long, env = "MARQUEE_SIGNALR_RECONNECT_BUFFER", default_value_t = 1 << 20)]
+    pub signalr_reconnect_buffer: usize,
     /// Origins allowed to call the SignalR hub from the browser (CORS with credentials), comma-separated, e.g.
     /// `https://app.example.com,http://localhost:3000`; `*` allows any origin (development only).
     #[arg(long, env = "MARQUEE_CORS_ORIGINS", value_delimiter = ',')]
@@ -231,6 +235,8 @@ pub struct SignalrConfig {
     pub client_timeout: Duration,
     pub handshake_timeout: Duration,
     pub poll_timeout: Duration,
+    /// Stateful reconnect buffer, bytes.
+    pub reconnect_buffer: usize,
 }
 
 impl Config {
@@ -338,6 +344,7 @@ impl Config {
                 client_timeout: serve.signalr_client_timeout,
                 handshake_timeout: serve.signalr_handshake_timeout,
                 poll_timeout: serve.signalr_poll_timeout,
+                reconnect_buffer: serve.signalr_reconnect_buffer,
             },
             cors_origins: serve.cors_origins,
         })

@@ -78,9 +78,12 @@ enum Transport {
 struct Conn {
     token: String,
     identity: Identity,
+    /// Stateful reconnect was negotiated: the session outlives a dropped WebSocket for `--signalr-client-timeout`.
+    stateful: bool,
     /// The session's wake-up signal (cloned out, so waiting needs no lock).
     signal: Arc<Signal>,
-    /// Wakes a waiting long poll when a newer poll or a `DELETE` ends it.
+    /// Wakes a waiting long poll when a newer poll or a `DELETE` ends it; tells a stateful connection's WebSocket
+    /// that a new socket takes over (the client saw the old one fail before the server did).
     kick: Notify,
     inner: Mutex<Inner>,
     _guard: ConnGuard,
@@ -93,6 +96,8 @@ struct Inner {
     session: Option<Session>,
     /// Answers of asynchronous hub methods (SSE and long polling; the driver applies them).
     ops_tx: mpsc::UnboundedSender<OpResult>,
+    /// Their receiving end, taken by whichever task runs the transport (and put back when a WebSocket is parked).
+    ops_rx: Option<mpsc::UnboundedReceiver<OpResult>>,
     last_heard: Instant,
     /// Long polling: the newest poll's number; an older poll that sees another number ends with 204.
     poll_gen: u64,
@@ -101,6 +106,8 @@ struct Inner {
     posting: bool,
     /// Everything, the Close message included, was handed to the transport; the connection is over.
     ended: bool,
+    /// Stateful reconnect: when the WebSocket dropped and the session was put back here to wait for a new one.
+    parked_at: Option<Instant>,
 }
 
 pub fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
@@ -218,29 +225,37 @@ async fn negotiate(
     let connection_id = random_id();
     // Version 0 clients use the public id as the token.
     let token = if version >= 1 { random_id() } else { connection_id.clone() };
-    let session = new_session(&state, &identity);
+    let mut session = new_session(&state, &identity);
+    // Stateful reconnect (WebSockets only, as in ASP.NET Core): offered when the client asks.
+    let stateful = query.get("useStatefulReconnect").is_some_and(|v| v == "true");
+    if stateful {
+        session.enable_stateful_reconnect(state.config.signalr.reconnect_buffer);
+    }
     let (ops_tx, ops_rx) = mpsc::unbounded_channel();
     let now = Instant::now();
     let conn = Arc::new(Conn {
         token: token.clone(),
         identity,
+        stateful,
         signal: session.signal().clone(),
         kick: Notify::new(),
         inner: Mutex::new(Inner {
             transport: None,
             session: Some(session),
             ops_tx,
+            ops_rx: Some(ops_rx),
             last_heard: now,
             poll_gen: 0,
             polling: false,
             last_poll: now,
             posting: false,
             ended: false,
+            parked_at: None,
         }),
         _guard: guard,
     });
     lock(&state.signalr.conns).insert(token.clone(), conn.clone());
-    tokio::spawn(drive(state.clone(), conn, ops_rx));
+    tokio::spawn(drive(state.clone(), conn));
     let transports = serde_json::json!([
         {"transport": "WebSockets", "transferFormats": ["Text"]},
         {"transport": "ServerSentEvents", "transferFormats": ["Text"]},
@@ -253,6 +268,9 @@ async fn negotiate(
     });
     if version >= 1 {
         body["connectionToken"] = token.into();
+    }
+    if stateful {
+        body["useStatefulReconnect"] = true.into();
     }
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
@@ -316,19 +334,28 @@ async fn connect_websocket(
     query: HashMap<String, String>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let (session, conn, guard) = if query.contains_key("id") {
+    let (session, ops, conn, guard) = if query.contains_key("id") {
         let conn = match find(&state, &headers, &query) {
             Ok(c) => c,
             Err(r) => return *r,
         };
+        if conn.stateful {
+            take_over(&conn).await;
+        }
         let mut inner = lock(&conn.inner);
-        if inner.transport.is_some() || inner.ended {
+        // A stateful connection whose socket dropped takes a new one; otherwise one transport per connection.
+        let resuming = conn.stateful && inner.parked_at.is_some();
+        if (inner.transport.is_some() && !resuming) || inner.ended {
             return conflict("this connection already has a transport");
         }
+        let (Some(session), Some(ops_rx)) = (inner.session.take(), inner.ops_rx.take()) else {
+            return conflict("this connection already has a transport");
+        };
         inner.transport = Some(Transport::WebSockets);
-        let Some(session) = inner.session.take() else { return conflict("this connection already has a transport") };
+        inner.parked_at = None;
+        let ops = (inner.ops_tx.clone(), ops_rx);
         drop(inner);
-        (session, Some(conn), None)
+        (session, ops, Some(conn), None)
     } else {
         // `skipNegotiation: true`: no negotiate, so no entry in the registry.
         let identity = match authenticate(&state, &headers, &query) {
@@ -339,7 +366,7 @@ async fn connect_websocket(
             Ok(g) => g,
             Err(r) => return *r,
         };
-        (new_session(&state, &identity), None, Some(guard))
+        (new_session(&state, &identity), mpsc::unbounded_channel(), None, Some(guard))
     };
     ws.read_buffer_size(4096)
         .write_buffer_size(0)
@@ -347,18 +374,72 @@ async fn connect_websocket(
         .max_frame_size(HARD_MAX_MESSAGE)
         .on_failed_upgrade(|e| tracing::debug!("signalr websocket upgrade failed: {e}"))
         .on_upgrade(move |socket| async move {
-            serve_websocket(socket, &state, session).await;
+            let (mut session, (ops_tx, mut ops_rx)) = (session, ops);
+            let over = serve_websocket(socket, &state, &mut session, &ops_tx, &mut ops_rx, conn.as_deref()).await;
             if let Some(conn) = conn {
-                lock(&conn.inner).ended = true;
-                state.signalr.remove(&conn.token);
+                if !over && conn.stateful {
+                    park(&state, &conn, session, ops_rx);
+                } else {
+                    lock(&conn.inner).ended = true;
+                    state.signalr.remove(&conn.token);
+                }
             }
             drop(guard);
         })
 }
 
-async fn serve_websocket(mut socket: WebSocket, state: &Arc<AppState>, mut session: Session) {
+/// Stateful reconnect: a new socket for a connection whose old one the server still holds (it has not seen it
+/// fail yet): asks the old one to let go, and waits briefly for its session to be parked.
+async fn take_over(conn: &Conn) {
+    for _ in 0..100 {
+        {
+            let inner = lock(&conn.inner);
+            if inner.transport != Some(Transport::WebSockets) || inner.parked_at.is_some() || inner.ended {
+                return;
+            }
+        }
+        conn.kick.notify_waiters();
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Stateful reconnect: keeps the session of a dropped WebSocket for a new one, for `--signalr-client-timeout`.
+fn park(state: &Arc<AppState>, conn: &Arc<Conn>, session: Session, ops_rx: mpsc::UnboundedReceiver<OpResult>) {
+    let at = Instant::now();
+    {
+        let mut inner = lock(&conn.inner);
+        inner.session = Some(session);
+        // Answers of bids still in flight wait in the channel for the next socket.
+        inner.ops_rx = Some(ops_rx);
+        inner.parked_at = Some(at);
+    }
+    let (state, conn) = (state.clone(), conn.clone());
+    tokio::spawn(async move {
+        sleep(state.config.signalr.client_timeout).await;
+        let mut inner = lock(&conn.inner);
+        if inner.parked_at == Some(at) {
+            tracing::debug!("signalr: no reconnect within the client timeout; connection dropped");
+            inner.ended = true;
+            inner.session = None;
+            drop(inner);
+            state.signalr.remove(&conn.token);
+        }
+    });
+}
+
+/// Runs a hub WebSocket; true when the session is over (closed), false when only the socket went away.
+async fn serve_websocket(
+    mut socket: WebSocket,
+    state: &Arc<AppState>,
+    session: &mut Session,
+    ops_tx: &mpsc::UnboundedSender<OpResult>,
+    ops_rx: &mut mpsc::UnboundedReceiver<OpResult>,
+    conn: Option<&Conn>,
+) -> bool {
     let cfg = &state.config;
-    let (ops_tx, mut ops_rx) = mpsc::unbounded_channel::<OpResult>();
+    let stateful = conn.is_some_and(|c| c.stateful);
+    let never = Notify::new();
+    let kick = conn.map_or(&never, |c| &c.kick);
     let signal = session.signal().clone();
     let mut shutdown = state.shutdown.clone();
     let mut keep_alive = interval(cfg.signalr.keep_alive);
@@ -366,6 +447,15 @@ async fn serve_websocket(mut socket: WebSocket, state: &Arc<AppState>, mut sessi
     keep_alive.tick().await;
     let handshake_deadline = tokio::time::Instant::now() + cfg.signalr.handshake_timeout;
     let mut last_heard = Instant::now();
+    // A stateful connection on a new socket: first the Sequence and what the client has not acknowledged.
+    if session.handshake_done()
+        && let Some(resume) = session.resume()
+    {
+        let Ok(text) = Utf8Bytes::try_from(resume) else { unreachable!("hub messages are UTF-8") };
+        if !matches!(timeout(cfg.write_timeout, socket.send(Message::Text(text))).await, Ok(Ok(()))) {
+            return false;
+        }
+    }
     loop {
         if let Some(frame) = session.poll_transmit() {
             let Ok(text) = Utf8Bytes::try_from(frame.to_vec()) else {
@@ -373,15 +463,16 @@ async fn serve_websocket(mut socket: WebSocket, state: &Arc<AppState>, mut sessi
             };
             match timeout(cfg.write_timeout, socket.send(Message::Text(text))).await {
                 Ok(Ok(())) => session.sent(),
-                Ok(Err(_)) => return,
+                Ok(Err(_)) => return false,
                 Err(_) => {
                     tracing::debug!("dropping a SignalR socket that took no data for {:?}", cfg.write_timeout);
-                    return;
+                    return false;
                 }
             }
         }
         if let Some(reason) = session.poll_close() {
-            return crate::ws::close(socket, reason, cfg.write_timeout).await;
+            crate::ws::close(socket, reason, cfg.write_timeout).await;
+            return true;
         }
         let handshaking = !session.handshake_done();
         tokio::select! {
@@ -391,24 +482,28 @@ async fn serve_websocket(mut socket: WebSocket, state: &Arc<AppState>, mut sessi
                 Some(Ok(Message::Text(t))) => {
                     last_heard = Instant::now();
                     session.handle_frame(t.as_bytes(), last_heard);
-                    start_ops(&mut session, state, &ops_tx);
+                    start_ops(session, state, ops_tx);
                 }
                 Some(Ok(Message::Binary(b))) => {
                     last_heard = Instant::now();
                     session.handle_frame(&b, last_heard);
-                    start_ops(&mut session, state, &ops_tx);
+                    start_ops(session, state, ops_tx);
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => last_heard = Instant::now(),
-                Some(Ok(Message::Close(_))) | None => return,
+                Some(Ok(Message::Close(_))) | None => return false,
                 Some(Err(e)) => {
                     tracing::debug!("signalr websocket read error: {e}");
-                    return;
+                    return false;
                 }
             },
             Some((id, r)) = ops_rx.recv() => {
                 session.handle_op_result(id, r.as_deref().map_err(|(c, m)| (*c, m.as_str())));
             }
             _ = poll_fn(|cx| signal.poll_ready(cx)) => {}
+            _ = kick.notified(), if stateful => {
+                tracing::debug!("signalr: a new socket takes this stateful connection over");
+                return false;
+            }
             _ = tokio::time::sleep_until(handshake_deadline), if handshaking => {
                 session.close(CloseReason::HandshakeFailed("no handshake within the handshake timeout".into()));
             }
@@ -541,6 +636,10 @@ async fn long_poll(state: Arc<AppState>, conn: Arc<Conn>) -> Response {
     let deadline = tokio::time::Instant::now() + state.config.signalr.poll_timeout;
     let mut shutdown = state.shutdown.clone();
     let resp = loop {
+        // Listen for a kick before looking, so one that comes in between is not lost.
+        let kicked = conn.kick.notified();
+        tokio::pin!(kicked);
+        kicked.as_mut().enable();
         if lock(&conn.inner).poll_gen != my_gen {
             break StatusCode::NO_CONTENT.into_response();
         }
@@ -550,7 +649,6 @@ async fn long_poll(state: Arc<AppState>, conn: Arc<Conn>) -> Response {
             Ok(None) => {}
         }
         let signal = conn.signal.clone();
-        let kicked = conn.kick.notified();
         tokio::select! {
             _ = poll_fn(|cx| signal.poll_ready(cx)) => {}
             _ = kicked => {}
@@ -651,7 +749,7 @@ async fn delete(
 /// The timers of a negotiated connection: the handshake deadline for every transport; then, for SSE and long
 /// polling (whose session stays in the entry), keep-alive Pings, the client timeout, vanished long-pollers,
 /// server shutdown, and the answers of asynchronous hub methods.
-async fn drive(state: Arc<AppState>, conn: Arc<Conn>, mut ops_rx: mpsc::UnboundedReceiver<OpResult>) {
+async fn drive(state: Arc<AppState>, conn: Arc<Conn>) {
     let cfg = state.config.signalr;
     let deadline = tokio::time::Instant::now() + cfg.handshake_timeout;
     // Wait for a transport; a WebSocket runs its own timers.
@@ -669,10 +767,14 @@ async fn drive(state: Arc<AppState>, conn: Arc<Conn>, mut ops_rx: mpsc::Unbounde
             None => sleep(Duration::from_millis(100)).await,
         }
     }
+    let Some(mut ops_rx) = lock(&conn.inner).ops_rx.take() else { return };
     let mut keep_alive = interval(cfg.keep_alive);
     keep_alive.set_missed_tick_behavior(MissedTickBehavior::Delay);
     keep_alive.tick().await;
     let mut shutdown = state.shutdown.clone();
+    // When the session closed; a transport that has not delivered the Close by a write timeout later (an SSE client
+    // that stopped reading, a long-poller that stopped polling) is given up.
+    let mut closed_at: Option<Instant> = None;
     loop {
         tokio::select! {
             Some((id, r)) = ops_rx.recv() => {
@@ -694,6 +796,14 @@ async fn drive(state: Arc<AppState>, conn: Arc<Conn>, mut ops_rx: mpsc::Unbounde
                 let mut inner = lock(&conn.inner);
                 if inner.ended {
                     break;
+                }
+                if inner.session.as_ref().is_some_and(|s| s.poll_close().is_some()) {
+                    let at = *closed_at.get_or_insert_with(Instant::now);
+                    if at.elapsed() > state.config.write_timeout {
+                        tracing::debug!("signalr: a closed connection's transport took nothing; dropped");
+                        inner.ended = true;
+                        break;
+                    }
                 }
                 let lp_gone = inner.transport == Some(Transport::LongPolling)
                     && !inner.polling

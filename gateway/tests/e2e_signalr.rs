@@ -373,3 +373,61 @@ async fn signalr_sigterm_sends_a_reconnectable_close_on_every_transport_and_exit
     };
     assert_eq!(code.code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signalr_stateful_reconnect_resends_unacked_messages_on_a_new_socket() {
+    let server = Server::start(&["--tick-rate", "2000"]);
+    let addr = server.addr;
+    let (status, _, body) =
+        raw(addr, "POST", "/hubs/market/negotiate?negotiateVersion=1&useStatefulReconnect=true", &[], "").await;
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["useStatefulReconnect"], true, "{v}");
+    let id = v["connectionToken"].as_str().unwrap().to_owned();
+    let mut ws = ws_connect(addr, &format!("?id={id}")).await.unwrap();
+    send(&mut ws, "{\"protocol\":\"json\",\"version\":2}\u{1e}").await;
+    let sub = json!({"type": 1, "invocationId": "s", "target": "Subscribe", "arguments": [["ticks.AAPL"]]});
+    send(&mut ws, &format!("{sub}{RS}")).await;
+    // Read a few ticks, acknowledging none: all of them stay in the server's buffer.
+    let mut seen = Vec::new();
+    while seen.len() < 5 {
+        for m in messages(&mut ws).await.unwrap() {
+            if m["target"] == "tick" {
+                seen.push(m["arguments"][0]["seq"].as_u64().unwrap());
+            }
+        }
+    }
+    // A second socket for the same connection takes it over (the client saw the first fail first).
+    let mut ws2 = ws_connect(addr, &format!("?id={id}")).await.expect("a stateful connection takes a new socket");
+    let first = messages(&mut ws2).await.unwrap();
+    assert_eq!(first[0], json!({"type": 9, "sequenceId": 1}), "{first:?}");
+    // Then everything since message 1, again: the Subscribe's Completion and the ticks already seen, in order.
+    assert_eq!(first[1], json!({"type": 3, "invocationId": "s"}), "{first:?}");
+    let resent: Vec<u64> =
+        first.iter().filter(|m| m["target"] == "tick").map(|m| m["arguments"][0]["seq"].as_u64().unwrap()).collect();
+    assert!(resent.starts_with(&seen), "resent {resent:?}, seen {seen:?}");
+    // The old socket is let go.
+    assert!(until(&mut ws, |_| false).await.is_err());
+    // After an Ack of everything so far, a third socket gets only a Sequence of the next id.
+    let n = 1 + first.iter().filter(|m| m["type"] == 1 || m["type"] == 3).count() as u64;
+    send(&mut ws2, &format!("{}{RS}", json!({"type": 8, "sequenceId": n}))).await;
+    send(
+        &mut ws2,
+        &format!(
+            "{}{RS}",
+            json!({"type": 1, "invocationId": "u", "target": "Unsubscribe", "arguments": [["ticks.AAPL"]]})
+        ),
+    )
+    .await;
+    until(&mut ws2, |m| m["type"] == 3 && m["invocationId"] == "u").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(ws2);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut ws3 = ws_connect(addr, &format!("?id={id}")).await.unwrap();
+    let third = messages(&mut ws3).await.unwrap();
+    assert_eq!(third[0]["type"], 9, "{third:?}");
+    assert!(third[0]["sequenceId"].as_u64().unwrap() > n, "{third:?}");
+    assert!(
+        third.iter().skip(1).all(|m| m["target"] != "tick" || m["arguments"][0]["seq"].as_u64() > seen.last().copied())
+    );
+}

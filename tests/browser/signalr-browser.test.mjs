@@ -3,10 +3,10 @@
 // /hubs/market, cross-origin: the page comes from the fake origin
 // http://app.test, served entirely by Playwright routing, and renders AAPL and
 // MSFT ticks in a table. Once with the client's default transport choice
-// (WebSockets), once forced to long polling.
+// (WebSockets), then forced to long polling and to Server-Sent Events.
 //
 //   cd tests/browser && npm ci
-//   MARQUEE_URL=http://127.0.0.1:8080 node --test tests/browser/signalr-browser.test.mjs
+//   MARQUEE_URL=http://127.0.0.1:8080 node --test signalr-browser.test.mjs
 //
 // The server must allow the page's origin with credentials: start it with
 // --cors-origins http://app.test. Needs Chromium at /usr/bin/chromium (override
@@ -39,7 +39,7 @@ function baseUrl() {
   return raw.replace(/\/+$/, '');
 }
 
-// The app: ?server=<Marquee base URL>[&transport=LongPolling].
+// The app: ?server=<Marquee base URL>[&transport=LongPolling|ServerSentEvents].
 const PAGE = `<!doctype html>
 <html lang="en">
 <head>
@@ -69,7 +69,8 @@ const PAGE = `<!doctype html>
   const q = new URLSearchParams(location.search);
   const server = q.get('server');
   const opts = {};
-  if (q.get('transport') === 'LongPolling') opts.transport = signalR.HttpTransportType.LongPolling;
+  const forced = q.get('transport');
+  if (forced === 'LongPolling' || forced === 'ServerSentEvents') opts.transport = signalR.HttpTransportType[forced];
   document.getElementById('transport').textContent = q.get('transport') ? '(' + q.get('transport') + ')' : '';
   const conn = new signalR.HubConnectionBuilder()
     .withUrl(server + '/hubs/market', opts)
@@ -160,6 +161,10 @@ async function runPage({ transport, screenshot }) {
       assert.ok(!hubRequests.some((r) => r.accept.includes('text/event-stream')), 'an EventSource was opened although long polling was forced');
       const polls = hubRequests.filter((r) => r.method === 'GET' && /[?&]id=/.test(r.url));
       assert.ok(polls.length >= 2, `expected repeated long polls, saw ${JSON.stringify(hubRequests)}`);
+    } else if (transport === 'ServerSentEvents') {
+      assert.deepEqual(hubSockets, [], 'a WebSocket was opened although Server-Sent Events were forced');
+      const streams = hubRequests.filter((r) => r.method === 'GET' && r.accept.includes('text/event-stream'));
+      assert.equal(streams.length, 1, `expected one EventSource, saw ${JSON.stringify(hubRequests)}`);
     } else {
       assert.ok(hubSockets.length === 1, `expected one WebSocket to ${hub}, saw ${JSON.stringify(sockets)}`);
     }
@@ -179,3 +184,6 @@ test('SignalR browser client, cross-origin from http://app.test: live AAPL and M
 
 test('SignalR browser client forced to long polling: live AAPL and MSFT rows', { timeout: 60_000 }, () =>
   runPage({ transport: 'LongPolling', screenshot: 'signalr-browser-longpolling.png' }));
+
+test('SignalR browser client forced to Server-Sent Events: live AAPL and MSFT rows', { timeout: 60_000 }, () =>
+  runPage({ transport: 'ServerSentEvents', screenshot: 'signalr-browser-sse.png' }));

@@ -4,7 +4,7 @@
 // WebSockets with skipNegotiation, and an anonymous connection.
 //
 //   cd tests/browser && npm ci
-//   MARQUEE_URL=http://127.0.0.1:8080 node --test tests/browser/signalr-node.test.mjs
+//   MARQUEE_URL=http://127.0.0.1:8080 node --test signalr-node.test.mjs
 //
 // Needs a running Marquee server with the synthetic market and demo lots
 // (scripts/test starts one). No browser is involved.
@@ -362,5 +362,44 @@ test('SignalR hub, anonymous: ticks yes, PlaceBid unauthorized', { timeout: 60_0
     await waitFor(() => ticks.count('ticks.AAPL', since) > 0, 3_000, 'ticks stopped after the refused PlaceBid');
   } finally {
     await stopQuietly(conn);
+  }
+});
+
+test('SignalR stateful reconnect: a dropped WebSocket resumes without losing or repeating a tick', { timeout: 60_000 }, async () => {
+  const base = baseUrl();
+  const conn = new signalR.HubConnectionBuilder()
+    .withUrl(`${base}/hubs/market`, { transport: signalR.HttpTransportType.WebSockets })
+    .withStatefulReconnect()
+    .configureLogging(signalR.LogLevel.Warning)
+    .build();
+  const seqs = [];
+  const gaps = [];
+  let closedWith = null;
+  conn.on('tick', (t) => { if (t.topic === 'ticks.AAPL') seqs.push(t.seq); });
+  conn.on('gap', (g) => { gaps.push(g); });
+  conn.onclose((e) => { closedWith = e ?? 'closed'; });
+  try {
+    await conn.start();
+    await conn.invoke('Subscribe', ['ticks.AAPL']);
+    await sleep(1_500);
+    const before = seqs.length;
+    assert.ok(before >= 3, `only ${before} AAPL ticks before the drop`);
+    // The client's own socket (the `ws` package under Node): drop it abruptly, as a failing network would.
+    const oldSocket = conn.connection?.transport?._webSocket;
+    assert.ok(oldSocket && typeof oldSocket.terminate === 'function', 'cannot reach the client WebSocket to drop it');
+    oldSocket.terminate();
+    await sleep(3_000);
+    assert.equal(closedWith, null, `the connection closed instead of resuming: ${closedWith}`);
+    assert.equal(conn.state, signalR.HubConnectionState.Connected);
+    assert.notEqual(conn.connection.transport._webSocket, oldSocket, 'no new socket was opened');
+    assert.ok(seqs.length >= before + 3, `ticks did not resume: ${before} before, ${seqs.length} after`);
+    assert.deepEqual(gaps, [], 'no conflation expected at this load');
+    for (let i = 1; i < seqs.length; i++) {
+      assert.equal(seqs[i], seqs[i - 1] + 1, `tick seq ${seqs[i]} after ${seqs[i - 1]}: lost or repeated across the reconnect`);
+    }
+    // Invocations still work on the resumed connection.
+    await conn.invoke('Unsubscribe', ['ticks.AAPL']);
+  } finally {
+    await conn.stop();
   }
 });

@@ -30,6 +30,8 @@ mod ty {
     pub const CANCEL_INVOCATION: u64 = 5;
     pub const PING: u64 = 6;
     pub const CLOSE: u64 = 7;
+    pub const ACK: u64 = 8;
+    pub const SEQUENCE: u64 = 9;
 }
 
 /// One connection's hub protocol state.
@@ -44,6 +46,68 @@ pub(super) struct HubState {
     /// Open `StreamTicks` streams: invocation id to topic.
     streams: HashMap<Arc<str>, String>,
     close_sent: bool,
+    /// Stateful reconnect, when negotiated.
+    replay: Option<Box<Replay>>,
+}
+
+/// Stateful reconnect (SignalR, .NET 8+): the trackable messages (Invocation, StreamItem, Completion) the server
+/// sent and the client has not acknowledged, kept to be sent again on a new socket; and the numbering of the
+/// client's messages, so its resent ones are handled once.
+#[derive(Debug, Default)]
+struct Replay {
+    /// Unacknowledged bytes kept before the connection stops taking new messages from its topics (they wait in
+    /// the rings meanwhile, where conflation and the slow-consumer rules apply as usual).
+    limit: usize,
+    /// Unacknowledged messages back to back, each with its separator, from `head` on.
+    buf: Vec<u8>,
+    head: usize,
+    /// Where each unacknowledged message starts in `buf`, oldest first.
+    starts: std::collections::VecDeque<usize>,
+    /// Id of the oldest unacknowledged message (ids count trackable messages from 1).
+    first_id: u64,
+    /// Id of the client's last trackable message handled, and of the one being read.
+    last_in: u64,
+    next_in: u64,
+    /// An Ack of `last_in` is owed to the client.
+    ack_due: bool,
+}
+
+impl Replay {
+    /// Keeps the trackable messages of a batch that was just written.
+    fn record(&mut self, batch: &[u8]) {
+        for m in batch.split_inclusive(|&b| b == RECORD_SEPARATOR) {
+            let trackable = [&b"{\"type\":1,"[..], b"{\"type\":2,", b"{\"type\":3,"].iter().any(|p| m.starts_with(p));
+            if trackable {
+                self.starts.push_back(self.buf.len());
+                self.buf.extend_from_slice(m);
+            }
+        }
+    }
+
+    /// The client has everything up to id `n`.
+    fn ack(&mut self, n: u64) {
+        while self.first_id <= n && self.starts.pop_front().is_some() {
+            self.first_id += 1;
+        }
+        match self.starts.front() {
+            None => {
+                self.buf.clear();
+                self.head = 0;
+            }
+            Some(&at) => {
+                self.head = at;
+                if self.head >= 64 * 1024 && self.head * 2 >= self.buf.len() {
+                    self.buf.drain(..self.head);
+                    self.starts.iter_mut().for_each(|s| *s -= self.head);
+                    self.head = 0;
+                }
+            }
+        }
+    }
+
+    fn unacked_bytes(&self) -> usize {
+        self.buf.len() - self.head
+    }
 }
 
 #[derive(Deserialize)]
@@ -65,6 +129,8 @@ struct HubMessage {
     arguments: Option<Vec<Value>>,
     #[serde(default)]
     stream_ids: Option<Vec<String>>,
+    #[serde(default)]
+    sequence_id: Option<u64>,
 }
 
 /// A refused invocation: a stable code and a message, sent as the Completion's `error` (`"code: message"`).
@@ -119,6 +185,36 @@ impl Session {
                 return;
             }
         };
+        if let Some(r) = self.hub.as_mut().and_then(|h| h.replay.as_mut()) {
+            match m.ty {
+                ty::INVOCATION..=ty::CANCEL_INVOCATION => {
+                    r.next_in += 1;
+                    if r.next_in <= r.last_in {
+                        // Resent after a reconnect, and handled already.
+                        return;
+                    }
+                    r.last_in = r.next_in;
+                    r.ack_due = true;
+                }
+                ty::ACK => {
+                    r.ack(m.sequence_id.unwrap_or(0));
+                    self.sub.signal().schedule();
+                    return;
+                }
+                ty::SEQUENCE => {
+                    let s = m.sequence_id.unwrap_or(0);
+                    if s == 0 || s > r.last_in + 1 {
+                        let why =
+                            format!("bad_request: Sequence {s} is past the last message received ({})", r.last_in);
+                        self.close = Some(CloseReason::ProtocolError(why));
+                    } else {
+                        r.next_in = s - 1;
+                    }
+                    return;
+                }
+                _ => {}
+            }
+        }
         match m.ty {
             ty::INVOCATION | ty::STREAM_INVOCATION => self.invoke(m, now),
             ty::CANCEL_INVOCATION => {
@@ -127,9 +223,9 @@ impl Session {
                 }
             }
             ty::CLOSE => self.close = Some(CloseReason::Normal),
-            // Pings only prove the client is alive (the adapter saw the frame). Client results, client-to-server
-            // stream items, Ack and Sequence (stateful reconnect, which negotiate never offers) have no meaning
-            // here, and the specification tells receivers to ignore message types they do not know.
+            // Pings only prove the client is alive (the adapter saw the frame). Client results and client-to-server
+            // stream items have no meaning here; Ack and Sequence only with stateful reconnect (above); and the
+            // specification tells receivers to ignore message types they do not know.
             ty::PING | ty::STREAM_ITEM | ty::COMPLETION => {}
             _ => {}
         }
@@ -142,7 +238,8 @@ impl Session {
                 "The protocol '{}' is not supported; this server speaks the 'json' hub protocol.",
                 h.protocol
             )),
-            Ok(h) if h.version != 1 => {
+            // Version 2 adds Ack and Sequence (stateful reconnect); the client asks for it when stateful reconnect is on.
+            Ok(h) if h.version != 1 && h.version != 2 => {
                 Some(format!("The server does not support version {} of the 'json' protocol.", h.version))
             }
             Ok(_) => None,
@@ -351,6 +448,51 @@ impl Session {
         }
     }
 
+    /// SignalR: turns on stateful reconnect (negotiated with `useStatefulReconnect`): trackable messages are kept
+    /// until the client acknowledges them, up to `limit` bytes, and [`Session::resume`] sends them again on a new
+    /// socket.
+    pub fn enable_stateful_reconnect(&mut self, limit: usize) {
+        if let Some(hub) = self.hub.as_mut() {
+            hub.replay = Some(Box::new(Replay { limit, first_id: 1, ..Replay::default() }));
+        }
+    }
+
+    /// SignalR stateful reconnect: the first frame for a new socket of this connection: a Sequence message with
+    /// the id of the oldest unacknowledged message, then those messages again. `None` without stateful reconnect.
+    pub fn resume(&mut self) -> Option<Vec<u8>> {
+        let r = self.hub.as_ref()?.replay.as_ref()?;
+        let mut out = format!("{{\"type\":9,\"sequenceId\":{}}}\u{1e}", r.first_id).into_bytes();
+        out.extend_from_slice(&r.buf[r.head..]);
+        self.sub.signal().schedule();
+        Some(out)
+    }
+
+    /// SignalR stateful reconnect: whether the session outlives its socket.
+    pub fn stateful_reconnect(&self) -> bool {
+        self.hub.as_ref().is_some_and(|h| h.replay.is_some())
+    }
+
+    /// Stateful reconnect: owes the client an Ack; true while the unacknowledged bytes are over the limit, when
+    /// no new topic messages are taken.
+    pub(super) fn hub_before_drain(&mut self) -> bool {
+        let Some(r) = self.hub.as_mut().and_then(|h| h.replay.as_mut()) else { return false };
+        if r.ack_due {
+            r.ack_due = false;
+            let ack = format!("{{\"type\":8,\"sequenceId\":{}}}", r.last_in);
+            let paused = r.unacked_bytes() > r.limit;
+            self.batch.push_hub_message(ack.as_bytes());
+            return paused;
+        }
+        r.unacked_bytes() > r.limit
+    }
+
+    /// Stateful reconnect: keeps what the batch about to be cleared held.
+    pub(super) fn hub_sent(&mut self) {
+        if let Some(r) = self.hub.as_mut().and_then(|h| h.replay.as_mut()) {
+            r.record(self.batch.bytes());
+        }
+    }
+
     /// SignalR: true once the handshake succeeded.
     pub fn handshake_done(&self) -> bool {
         self.hub.as_ref().is_some_and(|h| h.handshake_done)
@@ -546,6 +688,71 @@ mod tests {
         s.handle_frame(b"{\"type\":5,\"invocationId\":\"2\"}\x1e", Instant::now());
         assert_eq!(recv(&mut s), vec![serde_json::json!({"type": 3, "invocationId": "2"})]);
         assert!(!s.subscriber().is_subscribed("ticks.AAPL"));
+    }
+
+    #[test]
+    fn signalr_stateful_reconnect_resends_what_was_not_acked_and_drops_resent_client_messages() {
+        let engine = Engine::new(EngineConfig::default());
+        let mut w = engine.create_topic("ticks.AAPL").unwrap();
+        w.publish_tick(&tick(1), 1).unwrap();
+        let mut s = Session::new(engine.clone(), Encoding::SignalR, SessionConfig::default());
+        s.enable_stateful_reconnect(1 << 20);
+        s.handle_frame(b"{\"protocol\":\"json\",\"version\":1}\x1e", Instant::now());
+        let sub = b"{\"type\":1,\"invocationId\":\"s\",\"target\":\"Subscribe\",\"arguments\":[[\"ticks.AAPL\"]]}\x1e";
+        s.handle_frame(sub, Instant::now());
+        let out = recv(&mut s);
+        // Handshake answer, Completion (id 1), our Ack of the client's message 1, snapshot (id 2).
+        assert_eq!(out[0], serde_json::json!({}));
+        assert_eq!(out[1], serde_json::json!({"type": 3, "invocationId": "s"}));
+        assert!(out.contains(&serde_json::json!({"type": 8, "sequenceId": 1})), "{out:?}");
+        w.publish_tick(&tick(2), 2).unwrap();
+        w.publish_tick(&tick(3), 3).unwrap();
+        assert_eq!(recv(&mut s).len(), 2, "ticks 2 and 3 are messages 3 and 4");
+        // The client saw up to message 2; its socket drops; on the new one, 3 and 4 come again after a Sequence.
+        s.handle_frame(b"{\"type\":8,\"sequenceId\":2}\x1e", Instant::now());
+        let resume = s.resume().unwrap();
+        let msgs: Vec<Value> = resume[..resume.len() - 1]
+            .split(|&b| b == RECORD_SEPARATOR)
+            .map(|m| serde_json::from_slice(m).unwrap())
+            .collect();
+        assert_eq!(msgs[0], serde_json::json!({"type": 9, "sequenceId": 3}));
+        assert_eq!(msgs.len(), 3, "{msgs:?}");
+        assert_eq!(
+            (msgs[1]["arguments"][0]["seq"].as_u64(), msgs[2]["arguments"][0]["seq"].as_u64()),
+            (Some(2), Some(3))
+        );
+        // The client resends its Subscribe (message 1) after its own Sequence: handled once, so no second Completion.
+        s.handle_frame(b"{\"type\":9,\"sequenceId\":1}\x1e", Instant::now());
+        s.handle_frame(sub, Instant::now());
+        let out = recv(&mut s);
+        assert!(out.iter().all(|m| m["type"] != 3), "{out:?}");
+        // Everything acked: a resume has nothing to resend.
+        s.handle_frame(b"{\"type\":8,\"sequenceId\":4}\x1e", Instant::now());
+        assert_eq!(s.resume().unwrap(), b"{\"type\":9,\"sequenceId\":5}\x1e");
+        // A Sequence past what the server received is a protocol error.
+        s.handle_frame(b"{\"type\":9,\"sequenceId\":7}\x1e", Instant::now());
+        assert_eq!(s.poll_close().map(CloseReason::code), Some(1002));
+    }
+
+    #[test]
+    fn signalr_stateful_reconnect_stops_taking_topic_messages_past_its_buffer_until_acked() {
+        let engine = Engine::new(EngineConfig::default());
+        let mut w = engine.create_topic("ticks.AAPL").unwrap();
+        let mut s = Session::new(engine.clone(), Encoding::SignalR, SessionConfig::default());
+        s.enable_stateful_reconnect(300);
+        s.handle_frame(b"{\"protocol\":\"json\",\"version\":1}\x1e", Instant::now());
+        let sub = b"{\"type\":1,\"invocationId\":\"s\",\"target\":\"Subscribe\",\"arguments\":[[\"ticks.AAPL\"]]}\x1e";
+        s.handle_frame(sub, Instant::now());
+        recv(&mut s);
+        for i in 0..4 {
+            w.publish_tick(&tick(i + 1), i).unwrap();
+        }
+        let first = recv(&mut s);
+        assert!(!first.is_empty());
+        w.publish_tick(&tick(9), 9).unwrap();
+        assert!(recv(&mut s).is_empty(), "over the buffer: nothing new until an Ack");
+        s.handle_frame(b"{\"type\":8,\"sequenceId\":100}\x1e", Instant::now());
+        assert!(!recv(&mut s).is_empty(), "the Ack frees the buffer");
     }
 
     #[test]
