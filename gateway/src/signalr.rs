@@ -9,7 +9,9 @@
 //! also gets a small driver task for its timers and for the answers of asynchronous hub methods (bids).
 
 use crate::server::AppState;
-use crate::ws::{ConnGuard, OpResult, start_ops};
+// The token comes as `Authorization: Bearer` or `?access_token=` (browsers cannot set headers on WebSockets and
+// EventSource), as on `/ws`.
+use crate::ws::{ConnGuard, OpResult, start_ops, upgrade_token as request_token};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -149,16 +151,6 @@ async fn cors(State(state): State<Arc<AppState>>, req: Request, next: Next) -> R
         }
     }
     resp
-}
-
-/// The request's token: `Authorization: Bearer` or `?access_token=` (browsers cannot set headers on WebSockets
-/// and EventSource).
-fn request_token<'a>(headers: &'a HeaderMap, query: &'a HashMap<String, String>) -> Option<&'a str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .or(query.get("access_token").map(String::as_str))
 }
 
 fn authenticate(
@@ -478,23 +470,8 @@ async fn serve_websocket(
         tokio::select! {
             biased;
             _ = shutdown.changed() => session.close(CloseReason::GoingAway),
-            msg = socket.recv() => match msg {
-                Some(Ok(Message::Text(t))) => {
-                    last_heard = Instant::now();
-                    session.handle_frame(t.as_bytes(), last_heard);
-                    start_ops(session, state, ops_tx);
-                }
-                Some(Ok(Message::Binary(b))) => {
-                    last_heard = Instant::now();
-                    session.handle_frame(&b, last_heard);
-                    start_ops(session, state, ops_tx);
-                }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => last_heard = Instant::now(),
-                Some(Ok(Message::Close(_))) | None => return false,
-                Some(Err(e)) => {
-                    tracing::debug!("signalr websocket read error: {e}");
-                    return false;
-                }
+            msg = socket.recv() => if !crate::ws::received(msg, session, state, ops_tx, &mut last_heard) {
+                return false;
             },
             Some((id, r)) = ops_rx.recv() => {
                 session.handle_op_result(id, r.as_deref().map_err(|(c, m)| (*c, m.as_str())));

@@ -27,7 +27,7 @@ pub const JSON_PROTOCOL: &str = "marquee.json";
 const HARD_MAX_MESSAGE: usize = 1 << 20;
 
 /// The token of an upgrade request: `Authorization: Bearer` or `?access_token=` (browsers cannot set headers).
-fn upgrade_token<'a>(headers: &'a HeaderMap, query: &'a HashMap<String, String>) -> Option<&'a str> {
+pub(crate) fn upgrade_token<'a>(headers: &'a HeaderMap, query: &'a HashMap<String, String>) -> Option<&'a str> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -167,23 +167,8 @@ async fn serve_socket(mut socket: WebSocket, state: &Arc<AppState>, encoding: En
         tokio::select! {
             biased;
             _ = shutdown.changed() => session.close(CloseReason::GoingAway),
-            msg = socket.recv() => match msg {
-                Some(Ok(Message::Text(t))) => {
-                    last_heard = Instant::now();
-                    session.handle_frame(t.as_bytes(), last_heard);
-                    start_ops(&mut session, state, &ops_tx);
-                }
-                Some(Ok(Message::Binary(b))) => {
-                    last_heard = Instant::now();
-                    session.handle_frame(&b, last_heard);
-                    start_ops(&mut session, state, &ops_tx);
-                }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => last_heard = Instant::now(),
-                Some(Ok(Message::Close(_))) | None => return,
-                Some(Err(e)) => {
-                    tracing::debug!("websocket read error: {e}");
-                    return;
-                }
+            msg = socket.recv() => if !received(msg, &mut session, state, &ops_tx, &mut last_heard) {
+                return;
             },
             Some((id, r)) = ops_rx.recv() => {
                 session.handle_op_result(id, r.as_deref().map_err(|(c, m)| (*c, m.as_str())));
@@ -198,6 +183,34 @@ async fn serve_socket(mut socket: WebSocket, state: &Arc<AppState>, encoding: En
             }
         }
     }
+}
+
+/// Hands a received WebSocket message to the session (shared by the native and the SignalR WebSocket loops);
+/// false when the socket is gone.
+pub(crate) fn received(
+    msg: Option<Result<Message, axum::Error>>,
+    session: &mut Session,
+    state: &Arc<AppState>,
+    ops_tx: &tokio::sync::mpsc::UnboundedSender<OpResult>,
+    last_heard: &mut Instant,
+) -> bool {
+    let frame: &[u8] = match &msg {
+        Some(Ok(Message::Text(t))) => t.as_bytes(),
+        Some(Ok(Message::Binary(b))) => b,
+        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
+            *last_heard = Instant::now();
+            return true;
+        }
+        Some(Ok(Message::Close(_))) | None => return false,
+        Some(Err(e)) => {
+            tracing::debug!("websocket read error: {e}");
+            return false;
+        }
+    };
+    *last_heard = Instant::now();
+    session.handle_frame(frame, *last_heard);
+    start_ops(session, state, ops_tx);
+    true
 }
 
 /// Sends the close frame, then waits briefly for the client's answering close (the WebSocket closing handshake),
