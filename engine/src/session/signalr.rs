@@ -313,8 +313,19 @@ impl Session {
     }
 
     fn hub_subscribe(&mut self, args: &[Value]) -> Result<(), Refusal> {
-        let names = topic_list(args).ok_or_else(|| bad_args("Subscribe", "topics: string[], non-empty"))?;
-        self.subscribe_topics(&names, None, false)?;
+        const SIGNATURE: &str = "topics: string[], non-empty; since?: {topic: {epoch, seq}}";
+        // The optional second argument resumes topics from positions, as the native `since`.
+        let (names, since) = match args {
+            [topics] => (topic_list(std::slice::from_ref(topics)), None),
+            [topics, since] => {
+                let since = serde_json::from_value::<Option<HashMap<String, Position>>>(since.clone())
+                    .map_err(|e| (code::BAD_REQUEST, format!("Subscribe's since: {e}")))?;
+                (topic_list(std::slice::from_ref(topics)), since)
+            }
+            _ => (None, None),
+        };
+        let names = names.ok_or_else(|| bad_args("Subscribe", SIGNATURE))?;
+        self.subscribe_topics(&names, since.as_ref(), false)?;
         // A topic a stream already reads: its messages now go both ways.
         for name in &names {
             if let Some(stream) = self.sub.stream_of(name).cloned() {
@@ -753,6 +764,27 @@ mod tests {
         assert!(recv(&mut s).is_empty(), "over the buffer: nothing new until an Ack");
         s.handle_frame(b"{\"type\":8,\"sequenceId\":100}\x1e", Instant::now());
         assert!(!recv(&mut s).is_empty(), "the Ack frees the buffer");
+    }
+
+    #[test]
+    fn signalr_subscribe_with_since_resumes_from_a_position() {
+        let engine = Engine::new(EngineConfig::default());
+        let mut w = engine.create_topic("ticks.AAPL").unwrap();
+        for i in 1..=5 {
+            w.publish_tick(&tick(i), i).unwrap();
+        }
+        let epoch = engine.topic("ticks.AAPL").unwrap().epoch();
+        let mut s = connected(&engine);
+        let sub = serde_json::json!({"type": 1, "invocationId": "1", "target": "Subscribe",
+            "arguments": [["ticks.AAPL"], {"ticks.AAPL": {"epoch": epoch, "seq": 3}}]});
+        s.handle_frame(format!("{sub}\u{1e}").as_bytes(), Instant::now());
+        let out = recv(&mut s);
+        assert_eq!(out[0], serde_json::json!({"type": 3, "invocationId": "1"}));
+        let seqs: Vec<u64> = out[1..].iter().map(|m| m["arguments"][0]["seq"].as_u64().unwrap()).collect();
+        assert_eq!(seqs, [4, 5], "the ticks after seq 3, no snapshot");
+        let bad = r#"{"type":1,"invocationId":"2","target":"Subscribe","arguments":[["ticks.AAPL"],{"ticks.AAPL":7}]}"#;
+        s.handle_frame(format!("{bad}\u{1e}").as_bytes(), Instant::now());
+        assert!(recv(&mut s)[0]["error"].as_str().unwrap().starts_with("bad_request: Subscribe's since"));
     }
 
     #[test]
