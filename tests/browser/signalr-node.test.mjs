@@ -403,3 +403,36 @@ test('SignalR stateful reconnect: a dropped WebSocket resumes without losing or 
     await conn.stop();
   }
 });
+
+test('SignalR Subscribe with since: a new connection resumes exactly after the last tick handled', { timeout: 60_000 }, async () => {
+  const base = baseUrl();
+  const connect = () => new signalR.HubConnectionBuilder()
+    .withUrl(`${base}/hubs/market`, { transport: signalR.HttpTransportType.LongPolling })
+    .configureLogging(signalR.LogLevel.Warning)
+    .build();
+  let last = null;
+  const first = connect();
+  first.on('tick', (t) => { if (t.topic === 'ticks.MSFT') last = { epoch: t.epoch, seq: t.seq }; });
+  try {
+    await first.start();
+    await first.invoke('Subscribe', ['ticks.MSFT']);
+    await sleep(1_000);
+  } finally {
+    await first.stop();
+  }
+  assert.ok(last, 'no MSFT tick on the first connection');
+  await sleep(500); // ticks keep coming while nobody listens
+  const second = connect();
+  const seqs = [];
+  second.on('tick', (t) => { if (t.topic === 'ticks.MSFT') seqs.push([t.type, t.seq, t.epoch]); });
+  try {
+    await second.start();
+    await second.invoke('Subscribe', ['ticks.MSFT'], { 'ticks.MSFT': last });
+    await sleep(1_000);
+  } finally {
+    await second.stop();
+  }
+  assert.ok(seqs.length >= 2, `no ticks after the resume: ${JSON.stringify(seqs)}`);
+  assert.deepEqual(seqs[0], ['tick', last.seq + 1, last.epoch], `the resume did not start right after seq ${last.seq}`);
+  for (let i = 1; i < seqs.length; i++) assert.equal(seqs[i][1], seqs[i - 1][1] + 1, 'a hole after the resume');
+});
