@@ -34,7 +34,7 @@ fn codec(c: &mut Criterion) {
     encode_tick_json(&mut json, "ticks.AAPL", 1, 1, 1, &t);
     encode_tick_bin(&mut bin, "ticks.AAPL", 1, 1, 1, &t);
     g.throughput(Throughput::Elements(64));
-    for enc in [Encoding::Json, Encoding::Binary] {
+    for enc in [Encoding::Json, Encoding::Binary, Encoding::SignalR] {
         let mut w = BatchWriter::new(enc);
         g.bench_function(format!("batch_64_{enc:?}").to_lowercase(), |b| {
             b.iter(|| {

@@ -43,7 +43,7 @@ fn ring(c: &mut Criterion) {
             })
         });
     }
-    for enc in [Encoding::Json, Encoding::Binary] {
+    for enc in [Encoding::Json, Encoding::Binary, Encoding::SignalR] {
         let engine = Engine::new(EngineConfig::default());
         let mut w = engine.create_topic("ticks.AAPL").unwrap();
         let mut sub = Subscriber::new(engine.clone(), Limits::default());
