@@ -426,9 +426,6 @@ impl Session {
     /// Drains the subscriptions into the pending batch and returns the frame to send, if any. Call
     /// [`Session::sent`] after writing it.
     pub fn poll_transmit(&mut self) -> Option<&[u8]> {
-        if self.hub.is_some() && self.close.is_some() {
-            self.push_hub_close();
-        }
         // Stateful reconnect over its buffer: topics wait until the client acknowledges (an Ack reschedules).
         let paused = self.hub.is_some() && self.hub_before_drain();
         if paused {
@@ -447,6 +444,10 @@ impl Session {
                     self.close = Some(CloseReason::SlowConsumer(slow));
                 }
             }
+        }
+        // SignalR: a closing connection's last batch ends with the Close message saying why.
+        if self.hub.is_some() && self.close.is_some() {
+            self.push_hub_close();
         }
         self.batch.finish()
     }

@@ -431,3 +431,60 @@ async fn signalr_stateful_reconnect_resends_unacked_messages_on_a_new_socket() {
         third.iter().skip(1).all(|m| m["target"] != "tick" || m["arguments"][0]["seq"].as_u64() > seen.last().copied())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signalr_a_reliable_topic_that_laps_a_stalled_client_closes_it_with_4008_and_spares_the_others() {
+    let server = Server::start(&["--reliable-ring-capacity", "16"]);
+    let addr = server.addr;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_marquee"))
+        .args(["token", "--publisher", "--auth-secret", common::TEST_SECRET])
+        .output()
+        .unwrap();
+    let publisher = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let auth = format!("Bearer {publisher}");
+    let publish = |n: usize| {
+        let events: Vec<Value> =
+            (0..n).map(|i| json!({"topic": "news.flash", "type": "headline", "data": {"i": i}})).collect();
+        let auth = auth.clone();
+        async move {
+            let (status, _, body) =
+                raw(addr, "POST", "/api/publish", &[("Authorization", &auth)], &Value::from(events).to_string()).await;
+            assert_eq!(status, 200, "{body}");
+        }
+    };
+    publish(1).await;
+    // A healthy WebSocket reader and a long-polling client that stops polling, both on the topic.
+    let mut healthy = subscribed(addr, "news.flash").await;
+    let id = negotiate(addr, None).await;
+    let lp = format!("/hubs/market?id={id}");
+    assert_eq!(raw(addr, "GET", &lp, &[], "").await.0, 200);
+    assert_eq!(raw(addr, "POST", &lp, &[], HANDSHAKE).await.0, 200);
+    assert_eq!(raw(addr, "GET", &lp, &[], "").await.2, "{}\u{1e}");
+    let sub = json!({"type": 1, "invocationId": "s", "target": "Subscribe", "arguments": [["news.flash"]]});
+    assert_eq!(raw(addr, "POST", &lp, &[], &format!("{sub}{RS}")).await.0, 200);
+    assert!(raw(addr, "GET", &lp, &[], "").await.2.contains("\"invocationId\":\"s\""));
+    // 40 events into a 16-slot ring while the poller is away, 8 at a time (so a reader that keeps up is never more
+    // than 8 behind): the poller is lapped.
+    for _ in 0..5 {
+        publish(8).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, _, body) = raw(addr, "GET", &lp, &[], "").await;
+    assert_eq!(status, 200);
+    let close: Value = serde_json::from_str(body.trim_end_matches(RS).rsplit(RS).next().unwrap()).unwrap();
+    assert_eq!(close["type"], 7, "{body}");
+    assert!(close["error"].as_str().unwrap().starts_with("4008: slow consumer: news.flash"), "{close}");
+    assert_eq!(close["allowReconnect"], true);
+    assert_eq!(raw(addr, "GET", &lp, &[], "").await.0, 204, "the next poll says the connection is over");
+    assert_eq!(raw(addr, "GET", &lp, &[], "").await.0, 404, "then it is gone");
+    // The WebSocket reader kept up and has every event, in order.
+    let mut seqs = Vec::new();
+    while seqs.last() != Some(&41) {
+        for m in messages(&mut healthy).await.unwrap() {
+            if m["target"] == "headline" {
+                seqs.push(m["arguments"][0]["seq"].as_u64().unwrap());
+            }
+        }
+    }
+    assert!(seqs.len() >= 40 && seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+}
