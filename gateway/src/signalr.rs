@@ -360,24 +360,38 @@ async fn connect_websocket(
         };
         (new_session(&state, &identity), mpsc::unbounded_channel(), None, Some(guard))
     };
+    // Ends the connection however the socket ends, a failed upgrade included, unless it is parked.
+    let claimed = Claimed { state: state.clone(), conn };
     ws.read_buffer_size(4096)
         .write_buffer_size(0)
         .max_message_size(HARD_MAX_MESSAGE)
         .max_frame_size(HARD_MAX_MESSAGE)
         .on_failed_upgrade(|e| tracing::debug!("signalr websocket upgrade failed: {e}"))
         .on_upgrade(move |socket| async move {
-            let (mut session, (ops_tx, mut ops_rx)) = (session, ops);
+            let (mut session, (ops_tx, mut ops_rx), mut claimed) = (session, ops, claimed);
+            let conn = claimed.conn.clone();
             let over = serve_websocket(socket, &state, &mut session, &ops_tx, &mut ops_rx, conn.as_deref()).await;
-            if let Some(conn) = conn {
-                if !over && conn.stateful {
-                    park(&state, &conn, session, ops_rx);
-                } else {
-                    lock(&conn.inner).ended = true;
-                    state.signalr.remove(&conn.token);
-                }
+            if let Some(conn) = conn.filter(|c| !over && c.stateful) {
+                park(&state, &conn, session, ops_rx);
+                claimed.conn = None;
             }
             drop(guard);
         })
+}
+
+/// A negotiated connection a WebSocket claimed: removed from the table when dropped.
+struct Claimed {
+    state: Arc<AppState>,
+    conn: Option<Arc<Conn>>,
+}
+
+impl Drop for Claimed {
+    fn drop(&mut self) {
+        if let Some(conn) = &self.conn {
+            lock(&conn.inner).ended = true;
+            self.state.signalr.remove(&conn.token);
+        }
+    }
 }
 
 /// Stateful reconnect: a new socket for a connection whose old one the server still holds (it has not seen it
