@@ -550,6 +550,13 @@ pub struct BatchWriter {
     stream: Option<HubStream>,
     /// SignalR: where the open stored event's object starts, for a copy as an Invocation too.
     item_at: usize,
+    /// SignalR over MessagePack: every hub message is written as JSON, then transcoded in place.
+    msgpack: bool,
+    /// Set while `finish_stored` writes a second hub message after the first: transcode both at once.
+    defer_msgpack: bool,
+    /// Reused buffers of the transcoding.
+    scratch: Vec<u8>,
+    scratch_one: Vec<u8>,
     /// SignalR: how to close the hub message that [`BatchWriter::begin_stored`] or `begin` opened.
     open: HubClose,
 }
@@ -591,6 +598,10 @@ impl BatchWriter {
             n_events: 0,
             stream: None,
             item_at: 0,
+            msgpack: false,
+            defer_msgpack: false,
+            scratch: Vec::new(),
+            scratch_one: Vec::new(),
             open: HubClose::Arguments,
         }
     }
@@ -675,6 +686,37 @@ impl BatchWriter {
                 }
             },
         }
+        if self.msgpack && !self.defer_msgpack {
+            self.to_msgpack(at);
+        }
+    }
+
+    /// SignalR over MessagePack: from now on, hub messages go as VarInt-length-prefixed MessagePack arrays.
+    pub fn set_msgpack(&mut self, on: bool) {
+        self.msgpack = on;
+    }
+
+    /// True when hub messages go as MessagePack (binary frames).
+    pub fn is_msgpack(&self) -> bool {
+        self.msgpack
+    }
+
+    /// Rewrites the JSON hub messages in `buf[from..]` (each ending with the separator) as MessagePack frames.
+    fn to_msgpack(&mut self, from: usize) {
+        let (mut out, mut one) = (std::mem::take(&mut self.scratch), std::mem::take(&mut self.scratch_one));
+        out.clear();
+        for m in self.buf[from..].split(|&b| b == RECORD_SEPARATOR).filter(|m| !m.is_empty()) {
+            one.clear();
+            if crate::msgpack::hub_message(m, &mut one).is_ok() {
+                crate::msgpack::put_varint(&mut out, one.len());
+                out.extend_from_slice(&one);
+            } else {
+                debug_assert!(false, "hub message Marquee wrote is not JSON: {:?}", String::from_utf8_lossy(m));
+            }
+        }
+        self.buf.truncate(from);
+        self.buf.extend_from_slice(&out);
+        (self.scratch, self.scratch_one) = (out, one);
     }
 
     /// SignalR: the stream invocation that the stored events written next belong to; `None` sends them as
@@ -691,9 +733,13 @@ impl BatchWriter {
     /// SignalR: appends one complete hub message (a JSON object) and its record separator: the handshake
     /// answer, a Completion, a Ping or a Close.
     pub fn push_hub_message(&mut self, json: &[u8]) {
+        let at = self.buf.len();
         self.buf.extend_from_slice(json);
         self.buf.push(RECORD_SEPARATOR);
         self.n_events += 1;
+        if self.msgpack {
+            self.to_msgpack(at);
+        }
     }
 
     /// Writes the header of a stored message's event; the caller appends the stored body, then calls
@@ -757,7 +803,9 @@ impl BatchWriter {
 
     pub(crate) fn finish_stored(&mut self, at: usize) {
         let item = matches!(self.open, HubClose::Item);
+        self.defer_msgpack = true;
         self.end_event(at);
+        self.defer_msgpack = false;
         if item && self.stream.as_ref().is_some_and(|s| s.also_invocation) {
             // The same event object again, as an Invocation for the connection's `Subscribe` of the topic.
             let (start, end) = (self.item_at, self.buf.len() - 2);
@@ -765,6 +813,9 @@ impl BatchWriter {
             self.buf.extend_from_within(start..end);
             self.buf.extend_from_slice(b"]}\x1e");
             self.n_events += 1;
+        }
+        if self.msgpack {
+            self.to_msgpack(at);
         }
     }
 
@@ -776,7 +827,7 @@ impl BatchWriter {
             Encoding::Binary => bin_body,
         };
         self.buf.extend_from_slice(body);
-        self.end_event(at);
+        self.finish_stored(at);
     }
 
     /// `{"type":"ack","id":N}`.

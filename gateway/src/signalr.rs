@@ -249,9 +249,9 @@ async fn negotiate(
     lock(&state.signalr.conns).insert(token.clone(), conn.clone());
     tokio::spawn(drive(state.clone(), conn));
     let transports = serde_json::json!([
-        {"transport": "WebSockets", "transferFormats": ["Text"]},
+        {"transport": "WebSockets", "transferFormats": ["Text", "Binary"]},
         {"transport": "ServerSentEvents", "transferFormats": ["Text"]},
-        {"transport": "LongPolling", "transferFormats": ["Text"]},
+        {"transport": "LongPolling", "transferFormats": ["Text", "Binary"]},
     ]);
     let mut body = serde_json::json!({
         "negotiateVersion": version.min(1),
@@ -457,17 +457,16 @@ async fn serve_websocket(
     if session.handshake_done()
         && let Some(resume) = session.resume()
     {
-        let Ok(text) = Utf8Bytes::try_from(resume) else { unreachable!("hub messages are UTF-8") };
-        if !matches!(timeout(cfg.write_timeout, socket.send(Message::Text(text))).await, Ok(Ok(()))) {
+        let msg = hub_frame(resume, session.is_binary());
+        if !matches!(timeout(cfg.write_timeout, socket.send(msg)).await, Ok(Ok(()))) {
             return false;
         }
     }
     loop {
+        let binary = session.is_binary();
         if let Some(frame) = session.poll_transmit() {
-            let Ok(text) = Utf8Bytes::try_from(frame.to_vec()) else {
-                unreachable!("hub messages are built from UTF-8 pieces")
-            };
-            match timeout(cfg.write_timeout, socket.send(Message::Text(text))).await {
+            let msg = hub_frame(frame.to_vec(), binary);
+            match timeout(cfg.write_timeout, socket.send(msg)).await {
                 Ok(Ok(())) => session.sent(),
                 Ok(Err(_)) => return false,
                 Err(_) => {
@@ -506,6 +505,18 @@ async fn serve_websocket(
                 }
             }
         }
+    }
+}
+
+/// A batch as a WebSocket message: binary for MessagePack (whose first batch still starts with the JSON
+/// handshake answer, which the clients read from binary frames too), text for JSON.
+fn hub_frame(bytes: Vec<u8>, binary: bool) -> Message {
+    if binary {
+        return Message::Binary(Bytes::from(bytes));
+    }
+    match Utf8Bytes::try_from(bytes) {
+        Ok(text) => Message::Text(text),
+        Err(_) => unreachable!("JSON hub messages are built from UTF-8 pieces"),
     }
 }
 
@@ -550,6 +561,9 @@ fn take_batch(conn: &Conn) -> Result<Option<Vec<u8>>, ()> {
 fn connect_sse(state: Arc<AppState>, conn: Arc<Conn>) -> Response {
     if let Err(r) = claim(&conn, Transport::ServerSentEvents) {
         return *r;
+    }
+    if let Some(s) = lock(&conn.inner).session.as_mut() {
+        s.set_text_only();
     }
     struct Stream {
         conn: Arc<Conn>,
@@ -636,7 +650,11 @@ async fn long_poll(state: Arc<AppState>, conn: Arc<Conn>) -> Response {
         }
         match take_batch(&conn) {
             Err(()) => break StatusCode::NO_CONTENT.into_response(),
-            Ok(Some(frame)) => break ([(header::CONTENT_TYPE, "text/plain")], frame).into_response(),
+            Ok(Some(frame)) => {
+                let binary = lock(&conn.inner).session.as_ref().is_some_and(Session::is_binary);
+                let ct = if binary { "application/octet-stream" } else { "text/plain; charset=utf-8" };
+                break ([(header::CONTENT_TYPE, ct)], frame).into_response();
+            }
             Ok(None) => {}
         }
         let signal = conn.signal.clone();

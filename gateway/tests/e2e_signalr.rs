@@ -119,9 +119,9 @@ async fn signalr_bad_input_gets_errors_and_never_touches_other_connections() {
     // A bad handshake: the handshake error, then a close.
     let token = negotiate(addr, None).await;
     let mut ws = ws_connect(addr, &format!("?id={token}")).await.unwrap();
-    send(&mut ws, "{\"protocol\":\"messagepack\",\"version\":1}\u{1e}").await;
+    send(&mut ws, "{\"protocol\":\"bson\",\"version\":1}\u{1e}").await;
     let out = messages(&mut ws).await.unwrap();
-    assert!(out[0]["error"].as_str().unwrap().contains("'messagepack' is not supported"), "{out:?}");
+    assert!(out[0]["error"].as_str().unwrap().contains("'bson' is not supported"), "{out:?}");
     let closed = messages(&mut ws).await.unwrap_err();
     assert_eq!(closed.map(|c| c.0), Some(CloseCode::Protocol));
 

@@ -12,6 +12,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import * as signalR from '@microsoft/signalr';
+import { MessagePackHubProtocol } from '@microsoft/signalr-protocol-msgpack';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -128,13 +129,21 @@ class TickLog {
 // (it silently drops stream items for a disposed stream, so only the wire shows
 // whether the server stopped). Reaches into HubConnection's `connection` field:
 // when a client version renames it, tap.ok is false and callers skip the check.
-function wireTap(conn) {
+function wireTap(conn, msgpack = false) {
   const tap = { ok: false, messages: [] };
   const inner = conn.connection;
   if (!inner || typeof inner.onreceive !== 'function') return tap;
   const orig = inner.onreceive;
+  const proto = msgpack ? new MessagePackHubProtocol() : null;
   inner.onreceive = (data) => {
-    if (typeof data === 'string') {
+    if (proto && typeof data !== 'string') {
+      const at = Date.now();
+      try {
+        for (const m of proto.parseMessages(data, signalR.NullLogger.instance)) tap.messages.push({ at, m });
+      } catch {
+        // the first frame starts with the JSON handshake answer
+      }
+    } else if (typeof data === 'string') {
       const at = Date.now();
       for (const part of data.split('\x1e')) {
         if (!part) continue;
@@ -151,15 +160,16 @@ function wireTap(conn) {
   return tap;
 }
 
-function build(base, { token, transport, skipNegotiation } = {}) {
+function build(base, { token, transport, skipNegotiation, msgpack } = {}) {
   const opts = {};
   if (token) opts.accessTokenFactory = () => token;
   if (transport !== undefined) opts.transport = transport;
   if (skipNegotiation) opts.skipNegotiation = true;
-  return new signalR.HubConnectionBuilder()
+  const b = new signalR.HubConnectionBuilder()
     .withUrl(`${base}/hubs/market`, opts)
-    .configureLogging(signalR.LogLevel.Warning)
-    .build();
+    .configureLogging(signalR.LogLevel.Warning);
+  if (msgpack) b.withHubProtocol(new MessagePackHubProtocol());
+  return b.build();
 }
 
 async function stopQuietly(conn) {
@@ -216,7 +226,7 @@ async function placeBid(base, conn, results) {
   assert.fail(`PlaceBid refused 5 times: ${lastErr?.message}`);
 }
 
-async function scenario({ tag, transport, skipNegotiation = false }) {
+async function scenario({ tag, transport, skipNegotiation = false, msgpack = false }) {
   const base = baseUrl();
   const token = await login(base, uniqueName(tag));
   const symbols = await getSymbols(base);
@@ -224,8 +234,8 @@ async function scenario({ tag, transport, skipNegotiation = false }) {
   const other = symbols.find((s) => s === 'IBM') ?? symbols.find((s) => s !== 'AAPL' && s !== 'MSFT');
   assert.ok(other, 'need a third symbol');
 
-  const conn = build(base, { token, transport, skipNegotiation });
-  const tap = wireTap(conn);
+  const conn = build(base, { token, transport, skipNegotiation, msgpack });
+  const tap = wireTap(conn, msgpack);
   const ticks = new TickLog(`${tag} ticks`);
   const bidResults = [];
   const closes = [];
@@ -339,6 +349,12 @@ test('SignalR hub over long polling', { timeout: 60_000 }, () =>
 
 test('SignalR hub over WebSockets with skipNegotiation', { timeout: 60_000 }, () =>
   scenario({ tag: 'wsskip', transport: T.WebSockets, skipNegotiation: true }));
+
+test('SignalR hub, MessagePack protocol, over WebSockets', { timeout: 60_000 }, () =>
+  scenario({ tag: 'mpws', transport: T.WebSockets, msgpack: true }));
+
+test('SignalR hub, MessagePack protocol, over long polling', { timeout: 60_000 }, () =>
+  scenario({ tag: 'mplp', transport: T.LongPolling, msgpack: true }));
 
 test('SignalR hub, anonymous: ticks yes, PlaceBid unauthorized', { timeout: 60_000 }, async () => {
   const base = baseUrl();

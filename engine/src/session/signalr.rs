@@ -46,6 +46,10 @@ pub(super) struct HubState {
     /// Open `StreamTicks` streams: invocation id to topic.
     streams: HashMap<Arc<str>, String>,
     close_sent: bool,
+    /// The MessagePack hub protocol was chosen in the handshake.
+    msgpack: bool,
+    /// The transport carries text only (Server-Sent Events): MessagePack is refused.
+    text_only: bool,
     /// Stateful reconnect, when negotiated.
     replay: Option<Box<Replay>>,
 }
@@ -74,7 +78,20 @@ struct Replay {
 
 impl Replay {
     /// Keeps the trackable messages of a batch that was just written.
-    fn record(&mut self, batch: &[u8]) {
+    fn record(&mut self, batch: &[u8], msgpack: bool) {
+        if msgpack {
+            // VarInt length, then an array whose first element is the type.
+            let mut rest = batch;
+            while let Ok(Some((n, head))) = crate::msgpack::get_varint(rest) {
+                let Some(m) = rest.get(..head + n) else { break };
+                if matches!(m.get(head + 1), Some(1..=3)) {
+                    self.starts.push_back(self.buf.len());
+                    self.buf.extend_from_slice(m);
+                }
+                rest = &rest[head + n..];
+            }
+            return;
+        }
         for m in batch.split_inclusive(|&b| b == RECORD_SEPARATOR) {
             let trackable = [&b"{\"type\":1,"[..], b"{\"type\":2,", b"{\"type\":3,"].iter().any(|p| m.starts_with(p));
             if trackable {
@@ -143,33 +160,68 @@ fn bad_args(method: &str, signature: &str) -> Refusal {
 impl Session {
     pub(super) fn handle_hub_frame(&mut self, frame: &[u8], now: Instant) {
         let max = self.config.max_frame_bytes;
-        let mut rest = frame;
-        while let Some(pos) = rest.iter().position(|&b| b == RECORD_SEPARATOR) {
-            let hub = self.hub.as_mut().expect("hub session");
-            let msg = if hub.partial.is_empty() {
-                std::borrow::Cow::Borrowed(&rest[..pos])
+        let hub = self.hub.as_mut().expect("hub session");
+        let mut buf = std::mem::take(&mut hub.partial);
+        buf.extend_from_slice(frame);
+        let mut pos = 0;
+        while self.close.is_none() {
+            let rest = &buf[pos..];
+            let msgpack = self.hub.as_ref().is_some_and(|h| h.msgpack);
+            // JSON messages end with 0x1E (the handshake too, always); MessagePack ones carry a VarInt length.
+            let (msg, used) = if msgpack {
+                match crate::msgpack::get_varint(rest) {
+                    Ok(Some((n, _))) if n > max => {
+                        let why = format!("a hub message of {n} bytes exceeds the limit of {max}");
+                        self.close = Some(CloseReason::MessageTooLarge(why));
+                        break;
+                    }
+                    Ok(Some((n, head))) if rest.len() >= head + n => (&rest[head..head + n], head + n),
+                    Ok(_) => break,
+                    Err(()) => {
+                        self.close = Some(CloseReason::ProtocolError("bad_request: a bad VarInt length".into()));
+                        break;
+                    }
+                }
             } else {
-                hub.partial.extend_from_slice(&rest[..pos]);
-                std::borrow::Cow::Owned(std::mem::take(&mut hub.partial))
+                match rest.iter().position(|&b| b == RECORD_SEPARATOR) {
+                    Some(i) => (&rest[..i], i + 1),
+                    None => break,
+                }
             };
-            rest = &rest[pos + 1..];
             if msg.len() > max {
                 let why = format!("a hub message of {} bytes exceeds the limit of {max}", msg.len());
                 self.close = Some(CloseReason::MessageTooLarge(why));
-                return;
+                break;
             }
-            self.handle_hub_message(&msg, now);
-            if self.close.is_some() {
-                return;
+            pos += used;
+            let msg = msg.to_vec();
+            if msgpack {
+                self.handle_msgpack_message(&msg, now);
+            } else {
+                self.handle_hub_message(&msg, now);
             }
         }
-        let hub = self.hub.as_mut().expect("hub session");
-        if hub.partial.len() + rest.len() > max {
-            let why = format!("a hub message of over {max} bytes without its 0x1E separator");
+        if self.close.is_some() {
+            return;
+        }
+        buf.drain(..pos);
+        if buf.len() > max {
+            let why = format!("a hub message of over {max} bytes without its end");
             self.close = Some(CloseReason::MessageTooLarge(why));
             return;
         }
-        hub.partial.extend_from_slice(rest);
+        self.hub.as_mut().expect("hub session").partial = buf;
+    }
+
+    fn handle_msgpack_message(&mut self, msg: &[u8], now: Instant) {
+        let parsed = crate::msgpack::decode(msg)
+            .and_then(|(v, used)| if used == msg.len() { Ok(v) } else { Err("trailing bytes".into()) })
+            .and_then(crate::msgpack::hub_message_to_json)
+            .and_then(|v| serde_json::from_value::<HubMessage>(v).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(m) => self.dispatch_hub_message(m, now),
+            Err(e) => self.close = Some(CloseReason::ProtocolError(format!("bad_request: {e}"))),
+        }
     }
 
     fn handle_hub_message(&mut self, msg: &[u8], now: Instant) {
@@ -185,6 +237,10 @@ impl Session {
                 return;
             }
         };
+        self.dispatch_hub_message(m, now);
+    }
+
+    fn dispatch_hub_message(&mut self, m: HubMessage, now: Instant) {
         if let Some(r) = self.hub.as_mut().and_then(|h| h.replay.as_mut()) {
             match m.ty {
                 ty::INVOCATION..=ty::CANCEL_INVOCATION => {
@@ -232,15 +288,23 @@ impl Session {
     }
 
     fn handle_handshake(&mut self, msg: &[u8]) {
-        let refusal = match serde_json::from_slice::<Handshake>(msg) {
+        let text_only = self.hub.as_ref().is_some_and(|h| h.text_only);
+        let handshake = serde_json::from_slice::<Handshake>(msg);
+        let msgpack = handshake.as_ref().is_ok_and(|h| h.protocol == "messagepack");
+        let refusal = match handshake {
             Err(e) => Some(format!("bad_request: the handshake must be {{\"protocol\":\"json\",\"version\":1}}: {e}")),
-            Ok(h) if h.protocol != "json" => Some(format!(
-                "The protocol '{}' is not supported; this server speaks the 'json' hub protocol.",
+            Ok(h) if h.protocol == "messagepack" && text_only => Some(
+                "The protocol 'messagepack' needs a transport with the Binary transfer format (WebSockets or long \
+                 polling), not Server-Sent Events."
+                    .to_owned(),
+            ),
+            Ok(h) if h.protocol != "json" && h.protocol != "messagepack" => Some(format!(
+                "The protocol '{}' is not supported; this server speaks the 'json' and 'messagepack' hub protocols.",
                 h.protocol
             )),
             // Version 2 adds Ack and Sequence (stateful reconnect); the client asks for it when stateful reconnect is on.
             Ok(h) if h.version != 1 && h.version != 2 => {
-                Some(format!("The server does not support version {} of the 'json' protocol.", h.version))
+                Some(format!("The server does not support version {} of the '{}' protocol.", h.version, h.protocol))
             }
             Ok(_) => None,
         };
@@ -253,8 +317,12 @@ impl Session {
             self.sub.signal().schedule();
             return;
         }
-        self.hub.as_mut().expect("hub session").handshake_done = true;
+        let hub = self.hub.as_mut().expect("hub session");
+        hub.handshake_done = true;
+        hub.msgpack = msgpack;
+        // The handshake answer is JSON text whatever the protocol; what follows is in the protocol.
         self.batch.push_hub_message(b"{}");
+        self.batch.set_msgpack(msgpack);
         // `Clients.User`: a logged-in connection hears its own private topic without asking, from now on.
         if let Some(user) = &self.identity.user {
             let name = format!("{}{user}", super::PRIVATE_PREFIX);
@@ -472,7 +540,15 @@ impl Session {
     /// the id of the oldest unacknowledged message, then those messages again. `None` without stateful reconnect.
     pub fn resume(&mut self) -> Option<Vec<u8>> {
         let r = self.hub.as_ref()?.replay.as_ref()?;
-        let mut out = format!("{{\"type\":9,\"sequenceId\":{}}}\u{1e}", r.first_id).into_bytes();
+        let mut out = Vec::with_capacity(r.unacked_bytes() + 16);
+        if self.batch.is_msgpack() {
+            let mut m = vec![0x92, 9];
+            crate::msgpack::put_int(&mut m, r.first_id as i64);
+            crate::msgpack::put_varint(&mut out, m.len());
+            out.extend_from_slice(&m);
+        } else {
+            out.extend_from_slice(format!("{{\"type\":9,\"sequenceId\":{}}}\u{1e}", r.first_id).as_bytes());
+        }
         out.extend_from_slice(&r.buf[r.head..]);
         self.sub.signal().schedule();
         Some(out)
@@ -499,9 +575,22 @@ impl Session {
 
     /// Stateful reconnect: keeps what the batch about to be cleared held.
     pub(super) fn hub_sent(&mut self) {
+        let msgpack = self.batch.is_msgpack();
         if let Some(r) = self.hub.as_mut().and_then(|h| h.replay.as_mut()) {
-            r.record(self.batch.bytes());
+            r.record(self.batch.bytes(), msgpack);
         }
+    }
+
+    /// SignalR: the transport carries text only (Server-Sent Events), so a MessagePack handshake is refused.
+    pub fn set_text_only(&mut self) {
+        if let Some(h) = self.hub.as_mut() {
+            h.text_only = true;
+        }
+    }
+
+    /// SignalR: the connection speaks MessagePack; its batches go in binary frames.
+    pub fn is_binary(&self) -> bool {
+        self.batch.is_msgpack()
     }
 
     /// SignalR: true once the handshake succeeded.
@@ -597,7 +686,7 @@ mod tests {
     fn signalr_bad_handshake_is_answered_with_an_error_and_closes() {
         let engine = Engine::new(EngineConfig::default());
         for (hs, want) in [
-            (&b"{\"protocol\":\"messagepack\",\"version\":1}\x1e"[..], "messagepack"),
+            (&b"{\"protocol\":\"bson\",\"version\":1}\x1e"[..], "bson"),
             (b"{\"protocol\":\"json\",\"version\":7}\x1e", "version 7"),
             (b"hello\x1e", "bad_request"),
         ] {
@@ -785,6 +874,74 @@ mod tests {
         let bad = r#"{"type":1,"invocationId":"2","target":"Subscribe","arguments":[["ticks.AAPL"],{"ticks.AAPL":7}]}"#;
         s.handle_frame(format!("{bad}\u{1e}").as_bytes(), Instant::now());
         assert!(recv(&mut s)[0]["error"].as_str().unwrap().starts_with("bad_request: Subscribe's since"));
+    }
+
+    /// The MessagePack frames of one batch, decoded.
+    fn recv_msgpack(s: &mut Session) -> Vec<Value> {
+        let Some(f) = s.poll_transmit() else { return Vec::new() };
+        let mut rest = f;
+        let mut out = Vec::new();
+        while !rest.is_empty() {
+            let (n, head) = crate::msgpack::get_varint(rest).unwrap().unwrap();
+            let (v, used) = crate::msgpack::decode(&rest[head..head + n]).unwrap();
+            assert_eq!(used, n);
+            out.push(v);
+            rest = &rest[head + n..];
+        }
+        s.sent();
+        out
+    }
+
+    #[test]
+    fn signalr_messagepack_handshake_then_binary_hub_messages_both_ways() {
+        let engine = Engine::new(EngineConfig::default());
+        let mut w = engine.create_topic("ticks.AAPL").unwrap();
+        w.publish_tick(&tick(1), 1).unwrap();
+        let mut s = Session::new(engine.clone(), Encoding::SignalR, SessionConfig::default());
+        // The handshake is JSON; the Subscribe after it, in the same frame, is MessagePack:
+        // [1, {}, "0", "Subscribe", [["ticks.AAPL"]], []].
+        let mut frame = b"{\"protocol\":\"messagepack\",\"version\":1}\x1e".to_vec();
+        let sub = [
+            0x96, 0x01, 0x80, 0xa1, b'0', 0xa9, b'S', b'u', b'b', b's', b'c', b'r', b'i', b'b', b'e', 0x91, 0x91, 0xaa,
+            b't', b'i', b'c', b'k', b's', b'.', b'A', b'A', b'P', b'L', 0x90,
+        ];
+        crate::msgpack::put_varint(&mut frame, sub.len());
+        frame.extend_from_slice(&sub);
+        s.handle_frame(&frame, Instant::now());
+        assert!(s.is_binary());
+        let f = s.poll_transmit().unwrap().to_vec();
+        s.sent();
+        assert!(f.starts_with(b"{}\x1e"), "the handshake answer is JSON text");
+        let mut rest = &f[3..];
+        let mut msgs = Vec::new();
+        while !rest.is_empty() {
+            let (n, head) = crate::msgpack::get_varint(rest).unwrap().unwrap();
+            msgs.push(crate::msgpack::decode(&rest[head..head + n]).unwrap().0);
+            rest = &rest[head + n..];
+        }
+        assert_eq!(msgs[0], serde_json::json!([3, {}, "0", 2]), "a void Completion");
+        assert_eq!((msgs[1][0].as_u64(), msgs[1][3].as_str()), (Some(1), Some("tick")));
+        assert_eq!(msgs[1][4][0]["type"], "snapshot");
+        w.publish_tick(&tick(2), 2).unwrap();
+        let out = recv_msgpack(&mut s);
+        assert_eq!((out[0][4][0]["seq"].as_u64(), out[0][4][0]["price"].as_f64()), (Some(2), Some(2.0)));
+        s.keep_alive();
+        assert_eq!(recv_msgpack(&mut s), vec![serde_json::json!([6])]);
+        // Garbage in MessagePack closes with a Close message, in MessagePack.
+        s.handle_frame(&[0x02, 0xc1, 0xc1], Instant::now());
+        let out = recv_msgpack(&mut s);
+        assert_eq!(out[0][0], 7, "{out:?}");
+        assert!(out[0][1].as_str().unwrap().contains("bad_request"), "{out:?}");
+    }
+
+    #[test]
+    fn signalr_messagepack_is_refused_on_a_text_only_transport() {
+        let engine = Engine::new(EngineConfig::default());
+        let mut s = Session::new(engine.clone(), Encoding::SignalR, SessionConfig::default());
+        s.set_text_only();
+        s.handle_frame(b"{\"protocol\":\"messagepack\",\"version\":1}\x1e", Instant::now());
+        let out = recv(&mut s);
+        assert!(out[0]["error"].as_str().unwrap().contains("Binary transfer format"), "{out:?}");
     }
 
     #[test]
