@@ -687,7 +687,7 @@ impl BatchWriter {
             },
         }
         if self.msgpack && !self.defer_msgpack {
-            self.to_msgpack(at);
+            self.transcode_to_msgpack(at);
         }
     }
 
@@ -702,7 +702,7 @@ impl BatchWriter {
     }
 
     /// Rewrites the JSON hub messages in `buf[from..]` (each ending with the separator) as MessagePack frames.
-    fn to_msgpack(&mut self, from: usize) {
+    fn transcode_to_msgpack(&mut self, from: usize) {
         let (mut out, mut one) = (std::mem::take(&mut self.scratch), std::mem::take(&mut self.scratch_one));
         out.clear();
         for m in self.buf[from..].split(|&b| b == RECORD_SEPARATOR).filter(|m| !m.is_empty()) {
@@ -738,7 +738,7 @@ impl BatchWriter {
         self.buf.push(RECORD_SEPARATOR);
         self.n_events += 1;
         if self.msgpack {
-            self.to_msgpack(at);
+            self.transcode_to_msgpack(at);
         }
     }
 
@@ -815,7 +815,7 @@ impl BatchWriter {
             self.n_events += 1;
         }
         if self.msgpack {
-            self.to_msgpack(at);
+            self.transcode_to_msgpack(at);
         }
     }
 

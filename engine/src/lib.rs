@@ -10,7 +10,7 @@
 pub mod codec;
 pub mod fanout;
 pub mod hub;
-mod msgpack;
+pub mod msgpack;
 pub mod price;
 pub mod ring;
 pub mod session;

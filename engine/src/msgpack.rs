@@ -8,7 +8,7 @@
 use serde_json::{Map, Value};
 
 /// Appends `n` as the SignalR VarInt (7 bits per byte, low first, high bit = more).
-pub(crate) fn put_varint(out: &mut Vec<u8>, mut n: usize) {
+pub fn put_varint(out: &mut Vec<u8>, mut n: usize) {
     loop {
         let b = (n & 0x7f) as u8;
         n >>= 7;
@@ -21,7 +21,7 @@ pub(crate) fn put_varint(out: &mut Vec<u8>, mut n: usize) {
 }
 
 /// Reads a VarInt length: (length, bytes used); `None` when incomplete; `Err` when over 5 bytes.
-pub(crate) fn get_varint(buf: &[u8]) -> Result<Option<(usize, usize)>, ()> {
+pub fn get_varint(buf: &[u8]) -> Result<Option<(usize, usize)>, &'static str> {
     let mut n = 0usize;
     for (i, &b) in buf.iter().enumerate().take(5) {
         n |= ((b & 0x7f) as usize) << (7 * i);
@@ -29,7 +29,7 @@ pub(crate) fn get_varint(buf: &[u8]) -> Result<Option<(usize, usize)>, ()> {
             return Ok(Some((n, i + 1)));
         }
     }
-    if buf.len() >= 5 { Err(()) } else { Ok(None) }
+    if buf.len() >= 5 { Err("a VarInt length over 5 bytes") } else { Ok(None) }
 }
 
 /// A JSON scanner over text Marquee wrote (or checked): spans, no allocation.
@@ -347,7 +347,7 @@ pub(crate) fn hub_message(json: &[u8], out: &mut Vec<u8>) -> Result<(), ()> {
 }
 
 /// Decodes one MessagePack value into JSON: (value, bytes used).
-pub(crate) fn decode(buf: &[u8]) -> Result<(Value, usize), String> {
+pub fn decode(buf: &[u8]) -> Result<(Value, usize), String> {
     let mut i = 0;
     let v = decode_at(buf, &mut i, 0)?;
     Ok((v, i))

@@ -60,6 +60,8 @@ pub enum Transport {
     /// The SignalR JSON hub protocol over WebSocket (`/hubs/market` on the `--target` host, skipping negotiate),
     /// as the official clients speak it: the handshake, `Subscribe`, `tick` Invocations.
     Signalr,
+    /// The same with the SignalR MessagePack hub protocol (binary frames).
+    SignalrMsgpack,
 }
 
 #[derive(Debug, Clone, Args, serde::Serialize)]
@@ -76,8 +78,8 @@ pub struct FanoutArgs {
     /// Encoding: `json` or `bin`.
     #[arg(long, value_enum, default_value = "bin")]
     pub encoding: Enc,
-    /// `ws`, `quic` (ticks on the push stream), `quic-datagram` (ticks as datagrams) or `signalr` (the SignalR hub
-    /// over WebSocket; JSON only). QUIC takes the server's UDP address and certificate from `/api/quic` on the
+    /// `ws`, `quic` (ticks on the push stream), `quic-datagram` (ticks as datagrams), `signalr` (the SignalR hub
+    /// over WebSocket, JSON hub protocol) or `signalr-msgpack` (MessagePack hub protocol). QUIC takes the server's UDP address and certificate from `/api/quic` on the
     /// `--target` host.
     #[arg(long, value_enum, default_value = "ws")]
     pub transport: Transport,

@@ -133,6 +133,51 @@ struct Ev<'a> {
     to: u64,
 }
 
+/// Reads one SignalR MessagePack frame (VarInt-framed arrays; the first starts with the JSON handshake answer);
+/// returns whether the Subscribe's Completion was in it.
+fn handle_msgpack_frame(msg: &Message, shared: &Shared, samples: &mut Vec<u64>) -> bool {
+    use marquee_engine::msgpack::{decode, get_varint};
+    let Message::Binary(b) = msg else { return false };
+    let now = now_ns();
+    let measuring = shared.measuring.load(Ordering::Relaxed);
+    let mut rest: &[u8] = b.strip_prefix(b"{}\x1e").unwrap_or(b);
+    let (mut n, mut gaps, mut missed, mut acked) = (0u64, 0u64, 0u64, false);
+    while !rest.is_empty() {
+        let Ok(Some((len, head))) = get_varint(rest) else { break };
+        let Some(body) = rest.get(head..head + len) else { break };
+        rest = &rest[head + len..];
+        let Ok((v, _)) = decode(body) else {
+            shared.errors.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        match (v[0].as_u64(), v[3].as_str()) {
+            (Some(1), Some("tick")) if v[4][0]["type"] == "tick" => {
+                n += 1;
+                if measuring && let Some(ts) = v[4][0]["ts"].as_i64() {
+                    samples.push(((now - ts).max(0) / 1000) as u64);
+                }
+            }
+            (Some(1), Some("gap")) => {
+                gaps += 1;
+                let g = &v[4][0];
+                missed += g["to"].as_u64().unwrap_or(0).saturating_sub(g["from"].as_u64().unwrap_or(0)) + 1;
+            }
+            (Some(3), _) => acked |= v[3] == 2,
+            (Some(1 | 6), _) => {}
+            _ => {
+                shared.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    if measuring {
+        shared.deliveries.fetch_add(n, Ordering::Relaxed);
+        shared.gaps.fetch_add(gaps, Ordering::Relaxed);
+        shared.missed.fetch_add(missed, Ordering::Relaxed);
+        shared.bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
+    }
+    acked
+}
+
 /// A SignalR hub message: `tick` and `gap` Invocations carry one native event object.
 #[derive(Deserialize)]
 struct HubEv<'a> {
@@ -248,21 +293,60 @@ pub(crate) fn handle_frame(msg: &Message, shared: &Shared, samples: &mut Vec<u64
 }
 
 /// One subscriber: subscribe, then count every delivery until `stop`.
+/// Which protocol a subscriber speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Hub {
+    /// Marquee's native protocol at `--target`.
+    None,
+    /// SignalR, JSON hub protocol.
+    Json,
+    /// SignalR, MessagePack hub protocol.
+    Msgpack,
+}
+
+/// `[1, {}, "0", "Subscribe", [topics], []]` with its VarInt length.
+fn msgpack_subscribe(topics: &[String]) -> Vec<u8> {
+    fn str(out: &mut Vec<u8>, s: &str) {
+        assert!(s.len() < 256, "topic names are short");
+        out.extend_from_slice(&[0xd9, s.len() as u8]);
+        out.extend_from_slice(s.as_bytes());
+    }
+    let mut m = vec![0x96, 0x01, 0x80];
+    str(&mut m, "0");
+    str(&mut m, "Subscribe");
+    m.extend_from_slice(&[0x91, 0xdd]);
+    m.extend_from_slice(&(topics.len() as u32).to_be_bytes());
+    for t in topics {
+        str(&mut m, t);
+    }
+    m.push(0x90);
+    let mut out = Vec::with_capacity(m.len() + 5);
+    marquee_engine::msgpack::put_varint(&mut out, m.len());
+    out.extend_from_slice(&m);
+    out
+}
+
 async fn client(
     mut ws: Ws,
     topics: Vec<String>,
-    signalr: bool,
+    hub: Hub,
     shared: Arc<Shared>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let sub = if signalr {
-        let invocation =
-            serde_json::json!({"type": 1, "invocationId": "0", "target": "Subscribe", "arguments": [topics]});
-        format!("{{\"protocol\":\"json\",\"version\":1}}\u{1e}{invocation}\u{1e}")
-    } else {
-        serde_json::json!({"op": "subscribe", "id": 1, "topics": topics}).to_string()
+    let sub = match hub {
+        Hub::Json => {
+            let invocation =
+                serde_json::json!({"type": 1, "invocationId": "0", "target": "Subscribe", "arguments": [topics]});
+            Message::text(format!("{{\"protocol\":\"json\",\"version\":1}}\u{1e}{invocation}\u{1e}"))
+        }
+        Hub::Msgpack => {
+            let mut b = b"{\"protocol\":\"messagepack\",\"version\":1}\x1e".to_vec();
+            b.extend_from_slice(&msgpack_subscribe(&topics));
+            Message::binary(b)
+        }
+        Hub::None => Message::text(serde_json::json!({"op": "subscribe", "id": 1, "topics": topics}).to_string()),
     };
-    if ws.send(Message::text(sub)).await.is_err() {
+    if ws.send(sub).await.is_err() {
         shared.disconnects.fetch_add(1, Ordering::Relaxed);
         return;
     }
@@ -273,7 +357,12 @@ async fn client(
             _ = stop.changed() => break,
             msg = ws.next() => match msg {
                 Some(Ok(m)) => {
-                    if handle_frame(&m, &shared, &mut samples) && !acked {
+                    let ack = if hub == Hub::Msgpack {
+                        handle_msgpack_frame(&m, &shared, &mut samples)
+                    } else {
+                        handle_frame(&m, &shared, &mut samples)
+                    };
+                    if ack && !acked {
                         acked = true;
                         shared.ready.fetch_add(1, Ordering::Relaxed);
                     }
@@ -358,7 +447,12 @@ async fn connect_part(a: &FanoutArgs, range: std::ops::Range<usize>, syms: &[Str
     let t_connect = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     let mut connect = tokio::task::JoinSet::new();
-    if a.transport != Transport::Ws && a.transport != Transport::Signalr {
+    let hub = match a.transport {
+        Transport::Signalr => Hub::Json,
+        Transport::SignalrMsgpack => Hub::Msgpack,
+        _ => Hub::None,
+    };
+    if a.transport != Transport::Ws && hub == Hub::None {
         let datagrams = a.transport == Transport::QuicDatagram;
         let (ep, udp) = match crate::quic::endpoint(addr, a.encoding).await {
             Ok(e) => e,
@@ -399,9 +493,8 @@ async fn connect_part(a: &FanoutArgs, range: std::ops::Range<usize>, syms: &[Str
         pb.finish_and_clear();
         return settle(shared, tasks, stop, range.len(), failed, first_err, t_connect).await;
     }
-    let signalr = a.transport == Transport::Signalr;
     let (url, enc) =
-        if signalr { (format!("ws://{addr}/hubs/market"), Enc::Json) } else { (a.target.clone(), a.encoding) };
+        if hub != Hub::None { (format!("ws://{addr}/hubs/market"), Enc::Json) } else { (a.target.clone(), a.encoding) };
     for i in range.clone() {
         let (url, sem, n) = (url.clone(), sem.clone(), a.subscribers);
         connect.spawn(async move {
@@ -416,7 +509,7 @@ async fn connect_part(a: &FanoutArgs, range: std::ops::Range<usize>, syms: &[Str
         match r {
             Ok((i, Ok(Ok(ws)))) => {
                 let topics = topics_of(i, a.topics_per_sub, syms);
-                tasks.spawn(client(ws, topics, signalr, shared.clone(), stop_rx.clone()));
+                tasks.spawn(client(ws, topics, hub, shared.clone(), stop_rx.clone()));
             }
             Ok((_, Ok(Err(e)))) => {
                 failed += 1;
@@ -540,8 +633,14 @@ pub async fn run(a: &FanoutArgs, ctx: &Context) -> anyhow::Result<ScenarioResult
                 Transport::Quic => "quic-",
                 Transport::QuicDatagram => "quic-datagram-",
                 Transport::Signalr => "signalr-",
+                Transport::SignalrMsgpack => "signalr-",
             },
-            if a.encoding == Enc::Bin && a.transport != Transport::Signalr { "bin" } else { "json" }
+            match a.transport {
+                Transport::Signalr => "json",
+                Transport::SignalrMsgpack => "msgpack",
+                _ if a.encoding == Enc::Bin => "bin",
+                _ => "json",
+            }
         ),
         params: serde_json::to_value(a)?,
         clients: m.connected,
@@ -599,6 +698,7 @@ async fn run_processes(a: &FanoutArgs, addr: SocketAddr, per: usize) -> anyhow::
                     Transport::Quic => "quic",
                     Transport::QuicDatagram => "quic-datagram",
                     Transport::Signalr => "signalr",
+                    Transport::SignalrMsgpack => "signalr-msgpack",
                 },
             ])
             .args(["--duration", &format!("{}ms", a.duration.as_millis())])

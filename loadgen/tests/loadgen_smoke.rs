@@ -107,14 +107,16 @@ fn loadgen_smoke_quic_streams_and_datagrams() {
 fn loadgen_smoke_signalr() {
     let addr = start_server(&["--tick-rate", "2000"]);
     let ws = format!("ws://{addr}/ws");
-    let args = ["fanout", "--target", &ws, "--transport", "signalr", "--subscribers", "20", "--duration", "2s"];
-    let v = loadgen(&tmp("signalr"), &args);
-    let r = &v["results"][0];
-    assert_eq!((r["name"].as_str(), r["clients"].as_u64()), (Some("push-signalr-json"), Some(20)), "{r}");
-    assert!(r["deliveries"].as_u64().unwrap() > 0, "{r}");
-    assert_eq!(r["errors"].as_u64(), Some(0), "{r}");
-    assert!(r["latency_us"]["count"].as_u64().unwrap() > 0, "{r}");
-    assert!(r["server"]["cpu_ns_per_delivery"].as_f64().unwrap() > 0.0, "{r}");
+    for (transport, name) in [("signalr", "push-signalr-json"), ("signalr-msgpack", "push-signalr-msgpack")] {
+        let args = ["fanout", "--target", &ws, "--transport", transport, "--subscribers", "20", "--duration", "2s"];
+        let v = loadgen(&tmp(transport), &args);
+        let r = &v["results"][0];
+        assert_eq!((r["name"].as_str(), r["clients"].as_u64()), (Some(name), Some(20)), "{r}");
+        assert!(r["deliveries"].as_u64().unwrap() > 0, "{r}");
+        assert_eq!(r["errors"].as_u64(), Some(0), "{r}");
+        assert!(r["latency_us"]["count"].as_u64().unwrap() > 0, "{r}");
+        assert!(r["server"]["cpu_ns_per_delivery"].as_f64().unwrap() > 0.0, "{r}");
+    }
 }
 
 #[test]

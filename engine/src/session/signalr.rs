@@ -177,8 +177,8 @@ impl Session {
                     }
                     Ok(Some((n, head))) if rest.len() >= head + n => (&rest[head..head + n], head + n),
                     Ok(_) => break,
-                    Err(()) => {
-                        self.close = Some(CloseReason::ProtocolError("bad_request: a bad VarInt length".into()));
+                    Err(e) => {
+                        self.close = Some(CloseReason::ProtocolError(format!("bad_request: {e}")));
                         break;
                     }
                 }
