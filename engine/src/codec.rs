@@ -19,9 +19,10 @@ pub enum Encoding {
     Json,
     /// The compact binary encoding, chosen by the WebSocket subprotocol `marquee.bin`.
     Binary,
-    /// The SignalR JSON hub protocol: every event is a hub message (an Invocation of target `tick`, `gap`,
+    /// The SignalR hub protocol: every event is a hub message (an Invocation of target `tick`, `gap`,
     /// `lotUpdate`..., or a StreamItem of a server-to-client stream) ending with the record separator `0x1E`; the
-    /// argument is the same object the `Json` encoding sends. See `docs/SIGNALR.md`.
+    /// argument is the same object the `Json` encoding sends. After a MessagePack handshake
+    /// ([`BatchWriter::set_msgpack`]) each message is transcoded into the MessagePack framing. See `docs/SIGNALR.md`.
     SignalR,
 }
 

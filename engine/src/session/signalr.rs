@@ -1,7 +1,8 @@
-//! The SignalR JSON hub protocol on top of the same [`Session`]: the handshake, hub messages separated by
-//! `0x1E`, and the hub methods `Subscribe`, `Unsubscribe`, `PlaceBid` and `StreamTicks`. Only the framing and
-//! the names differ from the native protocol; subscriptions, batching, conflation and slow-consumer rules are
-//! the session's own. Outgoing events are framed by [`crate::BatchWriter`] under [`crate::Encoding::SignalR`].
+//! The SignalR hub protocols on top of the same [`Session`]: the handshake, hub messages (JSON separated by `0x1E`,
+//! or VarInt-framed MessagePack, see `crate::msgpack`), the hub methods `Subscribe`, `Unsubscribe`, `PlaceBid` and
+//! `StreamTicks`, and stateful reconnect (Ack, Sequence, resend). Only the framing and the names differ from the
+//! native protocol; subscriptions, batching, conflation and slow-consumer rules are the session's own. Outgoing
+//! events are framed by [`crate::BatchWriter`] under [`crate::Encoding::SignalR`].
 //!
 //! Specification: `HubProtocol.md` in dotnet/aspnetcore `src/SignalR/docs/specs/`; where the official clients
 //! differ, this follows the clients (see `docs/SIGNALR.md`).
