@@ -3,7 +3,7 @@
 // /hubs/market, cross-origin: the page comes from the fake origin
 // http://app.test, served entirely by Playwright routing, and renders AAPL and
 // MSFT ticks in a table. Once with the client's default transport choice
-// (WebSockets), then forced to long polling and to Server-Sent Events.
+// (WebSockets), then forced to long polling and to Server-Sent Events, and once with the MessagePack hub protocol.
 //
 //   cd tests/browser && npm ci
 //   MARQUEE_URL=http://127.0.0.1:8080 node --test signalr-browser.test.mjs
@@ -22,6 +22,8 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 const RESULTS = path.join(HERE, 'test-results');
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const SIGNALR_JS = path.join(HERE, 'node_modules', '@microsoft', 'signalr', 'dist', 'browser', 'signalr.min.js');
+const MSGPACK_JS = path.join(HERE, 'node_modules', '@microsoft', 'signalr-protocol-msgpack', 'dist', 'browser',
+  'signalr-protocol-msgpack.min.js');
 const ORIGIN = 'http://app.test';
 const CHROME_ARGS = [
   '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
@@ -39,7 +41,7 @@ function baseUrl() {
   return raw.replace(/\/+$/, '');
 }
 
-// The app: ?server=<Marquee base URL>[&transport=LongPolling|ServerSentEvents].
+// The app: ?server=<Marquee base URL>[&transport=LongPolling|ServerSentEvents][&protocol=messagepack].
 const PAGE = `<!doctype html>
 <html lang="en">
 <head>
@@ -63,6 +65,7 @@ const PAGE = `<!doctype html>
   </tbody>
 </table>
 <script src="/signalr.js"></script>
+<script src="/signalr-protocol-msgpack.js"></script>
 <script>
 (async () => {
   const status = document.getElementById('status');
@@ -72,10 +75,11 @@ const PAGE = `<!doctype html>
   const forced = q.get('transport');
   if (forced === 'LongPolling' || forced === 'ServerSentEvents') opts.transport = signalR.HttpTransportType[forced];
   document.getElementById('transport').textContent = q.get('transport') ? '(' + q.get('transport') + ')' : '';
-  const conn = new signalR.HubConnectionBuilder()
+  const builder = new signalR.HubConnectionBuilder()
     .withUrl(server + '/hubs/market', opts)
-    .configureLogging(signalR.LogLevel.Warning)
-    .build();
+    .configureLogging(signalR.LogLevel.Warning);
+  if (q.get('protocol') === 'messagepack') builder.withHubProtocol(new signalR.protocols.msgpack.MessagePackHubProtocol());
+  const conn = builder.build();
   window.hub = conn;
   window.ticks = 0;
   conn.on('tick', (t) => {
@@ -102,7 +106,7 @@ const PAGE = `<!doctype html>
 const priceSel = (sym) => `tr[data-symbol="${sym}"] [data-field="price"]`;
 const seqSel = (sym) => `tr[data-symbol="${sym}"] [data-field="seq"]`;
 
-async function runPage({ transport, screenshot }) {
+async function runPage({ transport, protocol, screenshot }) {
   const base = baseUrl();
   assert.ok(fs.existsSync(SIGNALR_JS), `${SIGNALR_JS} is missing: run npm ci in tests/browser`);
   fs.mkdirSync(RESULTS, { recursive: true });
@@ -116,6 +120,9 @@ async function runPage({ transport, screenshot }) {
       }
       if (pathname === '/signalr.js') {
         return route.fulfill({ status: 200, contentType: 'text/javascript; charset=utf-8', path: SIGNALR_JS });
+      }
+      if (pathname === '/signalr-protocol-msgpack.js') {
+        return route.fulfill({ status: 200, contentType: 'text/javascript; charset=utf-8', path: MSGPACK_JS });
       }
       return route.fulfill({ status: 404, contentType: 'text/plain', body: 'not found' });
     });
@@ -131,6 +138,7 @@ async function runPage({ transport, screenshot }) {
 
     const q = new URLSearchParams({ server: base });
     if (transport) q.set('transport', transport);
+    if (protocol) q.set('protocol', protocol);
     await page.goto(`${ORIGIN}/index.html?${q}`);
 
     const statusText = () => page.locator('#status').textContent().catch(() => null);
@@ -187,3 +195,6 @@ test('SignalR browser client forced to long polling: live AAPL and MSFT rows', {
 
 test('SignalR browser client forced to Server-Sent Events: live AAPL and MSFT rows', { timeout: 60_000 }, () =>
   runPage({ transport: 'ServerSentEvents', screenshot: 'signalr-browser-sse.png' }));
+
+test('SignalR browser client with the MessagePack protocol: live AAPL and MSFT rows', { timeout: 60_000 }, () =>
+  runPage({ protocol: 'messagepack', screenshot: 'signalr-browser-msgpack.png' }));
