@@ -553,8 +553,6 @@ pub struct BatchWriter {
     item_at: usize,
     /// SignalR over MessagePack: every hub message is written as JSON, then transcoded in place.
     msgpack: bool,
-    /// Set while `finish_stored` writes a second hub message after the first: transcode both at once.
-    defer_msgpack: bool,
     /// Reused buffers of the transcoding.
     scratch: Vec<u8>,
     scratch_one: Vec<u8>,
@@ -600,7 +598,6 @@ impl BatchWriter {
             stream: None,
             item_at: 0,
             msgpack: false,
-            defer_msgpack: false,
             scratch: Vec::new(),
             scratch_one: Vec::new(),
             open: HubClose::Arguments,
@@ -687,7 +684,12 @@ impl BatchWriter {
                 }
             },
         }
-        if self.msgpack && !self.defer_msgpack {
+    }
+
+    /// Ends an event begun with `begin`: [`BatchWriter::end_event`], then the MessagePack form when chosen.
+    fn end_record(&mut self, at: usize) {
+        self.end_event(at);
+        if self.msgpack {
             self.transcode_to_msgpack(at);
         }
     }
@@ -804,9 +806,8 @@ impl BatchWriter {
 
     pub(crate) fn finish_stored(&mut self, at: usize) {
         let item = matches!(self.open, HubClose::Item);
-        self.defer_msgpack = true;
+        // Still JSON here: the Invocation copy below is made from the item's JSON; both are transcoded after.
         self.end_event(at);
-        self.defer_msgpack = false;
         if item && self.stream.as_ref().is_some_and(|s| s.also_invocation) {
             // The same event object again, as an Invocation for the connection's `Subscribe` of the topic.
             let (start, end) = (self.item_at, self.buf.len() - 2);
@@ -863,7 +864,7 @@ impl BatchWriter {
                 self.buf.push(b'}');
             }
         }
-        self.end_event(at);
+        self.end_record(at);
     }
 
     fn push_id_event(&mut self, name: &str, rec: u8, id: u64) {
@@ -876,7 +877,7 @@ impl BatchWriter {
             }
             Encoding::Binary => self.buf.extend_from_slice(&id.to_le_bytes()),
         }
-        self.end_event(at);
+        self.end_record(at);
     }
 
     /// `{"type":"gap","topic":T,"from":N,"to":M}`: seqs `from..=to` were skipped.
@@ -901,7 +902,7 @@ impl BatchWriter {
                 self.buf.extend_from_slice(t);
             }
         }
-        self.end_event(at);
+        self.end_record(at);
     }
 
     /// `{"type":"error","id":N,"code":C,"message":M}`; `id` is omitted (0 in binary) when the op had none.
@@ -930,7 +931,7 @@ impl BatchWriter {
                 self.buf.extend_from_slice(m);
             }
         }
-        self.end_event(at);
+        self.end_record(at);
     }
 
     /// Closes the batch and returns its bytes (valid until the next write); `None` when empty. Call

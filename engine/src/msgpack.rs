@@ -121,55 +121,13 @@ impl<'a> Scan<'a> {
 /// Transcodes one JSON value into MessagePack.
 fn value(sc: &mut Scan<'_>, out: &mut Vec<u8>) -> Result<(), ()> {
     match sc.peek().ok_or(())? {
-        b'{' => {
-            sc.i += 1;
-            let at = out.len();
-            out.extend_from_slice(&[0xdf, 0, 0, 0, 0]);
-            let mut n = 0u32;
-            if sc.peek() == Some(b'}') {
-                sc.i += 1;
-            } else {
-                loop {
-                    let key = sc.string()?;
-                    str_bytes(key, out)?;
-                    sc.eat(b':')?;
-                    value(sc, out)?;
-                    n += 1;
-                    match sc.peek() {
-                        Some(b',') => sc.i += 1,
-                        Some(b'}') => {
-                            sc.i += 1;
-                            break;
-                        }
-                        _ => return Err(()),
-                    }
-                }
-            }
-            out[at + 1..at + 5].copy_from_slice(&n.to_be_bytes());
-        }
-        b'[' => {
-            sc.i += 1;
-            let at = out.len();
-            out.extend_from_slice(&[0xdd, 0, 0, 0, 0]);
-            let mut n = 0u32;
-            if sc.peek() == Some(b']') {
-                sc.i += 1;
-            } else {
-                loop {
-                    value(sc, out)?;
-                    n += 1;
-                    match sc.peek() {
-                        Some(b',') => sc.i += 1,
-                        Some(b']') => {
-                            sc.i += 1;
-                            break;
-                        }
-                        _ => return Err(()),
-                    }
-                }
-            }
-            out[at + 1..at + 5].copy_from_slice(&n.to_be_bytes());
-        }
+        b'{' => container(sc, out, 0xdf, b'}', |sc, out| {
+            let key = sc.string()?;
+            str_bytes(key, out)?;
+            sc.eat(b':')?;
+            value(sc, out)
+        })?,
+        b'[' => container(sc, out, 0xdd, b']', value)?,
         b'"' => {
             let s = sc.string()?;
             str_bytes(s, out)?;
@@ -179,6 +137,39 @@ fn value(sc: &mut Scan<'_>, out: &mut Vec<u8>) -> Result<(), ()> {
             scalar(tok, out)?;
         }
     }
+    Ok(())
+}
+
+/// An object (`marker` map32) or array (`marker` array32) up to `close`: a count placeholder, the items, then the
+/// count patched in.
+fn container(
+    sc: &mut Scan<'_>,
+    out: &mut Vec<u8>,
+    marker: u8,
+    close: u8,
+    mut item: impl FnMut(&mut Scan<'_>, &mut Vec<u8>) -> Result<(), ()>,
+) -> Result<(), ()> {
+    sc.i += 1;
+    let at = out.len();
+    out.extend_from_slice(&[marker, 0, 0, 0, 0]);
+    let mut n = 0u32;
+    if sc.peek() == Some(close) {
+        sc.i += 1;
+    } else {
+        loop {
+            item(sc, out)?;
+            n += 1;
+            match sc.peek() {
+                Some(b',') => sc.i += 1,
+                Some(c) if c == close => {
+                    sc.i += 1;
+                    break;
+                }
+                _ => return Err(()),
+            }
+        }
+    }
+    out[at + 1..at + 5].copy_from_slice(&n.to_be_bytes());
     Ok(())
 }
 

@@ -8,6 +8,7 @@
 //! the entry behind a mutex, because the client's messages arrive on other requests (`POST`). Such a connection
 //! also gets a small driver task for its timers and for the answers of asynchronous hub methods (bids).
 
+use crate::auction::ApiError;
 use crate::server::AppState;
 // The token comes as `Authorization: Bearer` or `?access_token=` (browsers cannot set headers on WebSockets and
 // EventSource), as on `/ws`.
@@ -153,32 +154,28 @@ async fn cors(State(state): State<Arc<AppState>>, req: Request, next: Next) -> R
     resp
 }
 
-fn authenticate(
-    state: &AppState,
-    headers: &HeaderMap,
-    query: &HashMap<String, String>,
-) -> Result<Identity, Box<Response>> {
+fn authenticate(state: &AppState, headers: &HeaderMap, query: &HashMap<String, String>) -> Result<Identity, ApiError> {
     let Some(token) = request_token(headers, query) else { return Ok(Identity::default()) };
     match crate::auction::verify(state, token) {
         Ok(c) => {
             crate::auction::ensure_user_topic(state, &c.sub);
             Ok(Identity { user: Some(c.sub), publisher: c.role == crate::auth::Role::Publisher })
         }
-        Err(e) => Err(Box::new(e.into_response())),
+        Err(e) => Err(e),
     }
 }
 
 /// Counts a connection against `max_connections`; 503 when full.
-fn admit(state: &Arc<AppState>) -> Result<ConnGuard, Box<Response>> {
+fn admit(state: &Arc<AppState>) -> Result<ConnGuard, ApiError> {
     let prev = state.connections.fetch_add(1, Ordering::AcqRel);
     let guard = ConnGuard(state.clone());
     if prev >= state.max_connections {
         state.rejected.fetch_add(1, Ordering::Relaxed);
-        return Err(Box::new(crate::http::error(
+        return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "too_many_connections",
-            &format!("the server holds at most {} connections", state.max_connections),
-        )));
+            format!("the server holds at most {} connections", state.max_connections),
+        ));
     }
     Ok(guard)
 }
@@ -204,15 +201,9 @@ async fn negotiate(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
-) -> Response {
-    let identity = match authenticate(&state, &headers, &query) {
-        Ok(i) => i,
-        Err(r) => return *r,
-    };
-    let guard = match admit(&state) {
-        Ok(g) => g,
-        Err(r) => return *r,
-    };
+) -> Result<Response, ApiError> {
+    let identity = authenticate(&state, &headers, &query)?;
+    let guard = admit(&state)?;
     let version: u32 = query.get("negotiateVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
     let connection_id = random_id();
     // Version 0 clients use the public id as the token.
@@ -264,38 +255,34 @@ async fn negotiate(
     if stateful {
         body["useStatefulReconnect"] = true.into();
     }
-    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response())
 }
 
-fn unknown_id() -> Response {
-    crate::http::error(StatusCode::NOT_FOUND, "unknown_connection", "no connection with this id")
+fn unknown_id() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "unknown_connection", "no connection with this id")
 }
 
 /// Looks up `?id=`: 400 without it, 404 when unknown; a token on the request must name the negotiated user.
-fn find(state: &AppState, headers: &HeaderMap, query: &HashMap<String, String>) -> Result<Arc<Conn>, Box<Response>> {
+fn find(state: &AppState, headers: &HeaderMap, query: &HashMap<String, String>) -> Result<Arc<Conn>, ApiError> {
     let Some(id) = query.get("id") else {
-        return Err(Box::new(crate::http::error(
-            StatusCode::BAD_REQUEST,
-            "missing_id",
-            "the `id` query parameter is required",
-        )));
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "missing_id", "the `id` query parameter is required"));
     };
-    let conn = state.signalr.get(id).ok_or_else(|| Box::new(unknown_id()))?;
+    let conn = state.signalr.get(id).ok_or_else(unknown_id)?;
     if let Some(token) = request_token(headers, query) {
-        let claims = crate::auction::verify(state, token).map_err(|e| Box::new(e.into_response()))?;
+        let claims = crate::auction::verify(state, token)?;
         if conn.identity.user.as_deref() != Some(claims.sub.as_str()) {
-            return Err(Box::new(crate::http::error(
+            return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "wrong_user",
                 "the token names another user than the one that negotiated this connection",
-            )));
+            ));
         }
     }
     Ok(conn)
 }
 
-fn conflict(message: &str) -> Response {
-    crate::http::error(StatusCode::CONFLICT, "transport_conflict", message)
+fn conflict(message: &str) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, "transport_conflict", message)
 }
 
 /// `GET /hubs/market`: a WebSocket upgrade, an SSE stream (`Accept: text/event-stream`) or a long poll.
@@ -304,14 +291,11 @@ async fn connect(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
-) -> Response {
+) -> Result<Response, ApiError> {
     if let Ok(ws) = ws {
         return connect_websocket(state, headers, query, ws).await;
     }
-    let conn = match find(&state, &headers, &query) {
-        Ok(c) => c,
-        Err(r) => return *r,
-    };
+    let conn = find(&state, &headers, &query)?;
     let sse =
         headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/event-stream"));
     if sse {
@@ -325,12 +309,9 @@ async fn connect_websocket(
     headers: HeaderMap,
     query: HashMap<String, String>,
     ws: WebSocketUpgrade,
-) -> Response {
+) -> Result<Response, ApiError> {
     let (session, ops, conn, guard) = if query.contains_key("id") {
-        let conn = match find(&state, &headers, &query) {
-            Ok(c) => c,
-            Err(r) => return *r,
-        };
+        let conn = find(&state, &headers, &query)?;
         if conn.stateful {
             take_over(&conn).await;
         }
@@ -338,10 +319,10 @@ async fn connect_websocket(
         // A stateful connection whose socket dropped takes a new one; otherwise one transport per connection.
         let resuming = conn.stateful && inner.parked_at.is_some();
         if (inner.transport.is_some() && !resuming) || inner.ended {
-            return conflict("this connection already has a transport");
+            return Err(conflict("this connection already has a transport"));
         }
         let (Some(session), Some(ops_rx)) = (inner.session.take(), inner.ops_rx.take()) else {
-            return conflict("this connection already has a transport");
+            return Err(conflict("this connection already has a transport"));
         };
         inner.transport = Some(Transport::WebSockets);
         inner.parked_at = None;
@@ -350,19 +331,14 @@ async fn connect_websocket(
         (session, ops, Some(conn), None)
     } else {
         // `skipNegotiation: true`: no negotiate, so no entry in the registry.
-        let identity = match authenticate(&state, &headers, &query) {
-            Ok(i) => i,
-            Err(r) => return *r,
-        };
-        let guard = match admit(&state) {
-            Ok(g) => g,
-            Err(r) => return *r,
-        };
+        let identity = authenticate(&state, &headers, &query)?;
+        let guard = admit(&state)?;
         (new_session(&state, &identity), mpsc::unbounded_channel(), None, Some(guard))
     };
     // Ends the connection however the socket ends, a failed upgrade included, unless it is parked.
     let claimed = Claimed { state: state.clone(), conn };
-    ws.read_buffer_size(4096)
+    Ok(ws
+        .read_buffer_size(4096)
         .write_buffer_size(0)
         .max_message_size(HARD_MAX_MESSAGE)
         .max_frame_size(HARD_MAX_MESSAGE)
@@ -376,7 +352,7 @@ async fn connect_websocket(
                 claimed.conn = None;
             }
             drop(guard);
-        })
+        }))
 }
 
 /// A negotiated connection a WebSocket claimed: removed from the table when dropped.
@@ -521,7 +497,7 @@ fn hub_frame(bytes: Vec<u8>, binary: bool) -> Message {
 }
 
 /// Claims the connection for SSE or long polling; the first request decides.
-fn claim(conn: &Conn, transport: Transport) -> Result<bool, Box<Response>> {
+fn claim(conn: &Conn, transport: Transport) -> Result<bool, ApiError> {
     let mut inner = lock(&conn.inner);
     match inner.transport {
         None if !inner.ended => {
@@ -530,24 +506,23 @@ fn claim(conn: &Conn, transport: Transport) -> Result<bool, Box<Response>> {
             Ok(true)
         }
         Some(t) if t == transport && transport == Transport::LongPolling => Ok(false),
-        Some(Transport::WebSockets) if transport == Transport::LongPolling => Err(Box::new(crate::http::error(
-            StatusCode::BAD_REQUEST,
-            "transport_mismatch",
-            "this connection uses WebSockets",
-        ))),
-        _ => Err(Box::new(conflict("this connection already has a transport"))),
+        Some(Transport::WebSockets) if transport == Transport::LongPolling => {
+            Err(ApiError::new(StatusCode::BAD_REQUEST, "transport_mismatch", "this connection uses WebSockets"))
+        }
+        _ => Err(conflict("this connection already has a transport")),
     }
 }
 
-/// Takes the next batch out of a shared session: `Some(bytes)` to send, `None` when there is nothing yet, and
-/// marks the connection ended once the close (and the Close message) went out.
-fn take_batch(conn: &Conn) -> Result<Option<Vec<u8>>, ()> {
+/// Takes the next batch out of a shared session, framed for the transport by `frame` (one copy out of the
+/// session's buffer): `Some(bytes)` to send, `None` when there is nothing yet; marks the connection ended once the
+/// close (and the Close message) went out.
+fn take_batch(conn: &Conn, frame: impl FnOnce(&[u8]) -> Bytes) -> Result<Option<Bytes>, ()> {
     let mut inner = lock(&conn.inner);
     if inner.ended {
         return Err(());
     }
     let Some(session) = inner.session.as_mut() else { return Err(()) };
-    let frame = session.poll_transmit().map(<[u8]>::to_vec);
+    let frame = session.poll_transmit().map(frame);
     if frame.is_some() {
         session.sent();
     }
@@ -558,10 +533,8 @@ fn take_batch(conn: &Conn) -> Result<Option<Vec<u8>>, ()> {
     Ok(frame)
 }
 
-fn connect_sse(state: Arc<AppState>, conn: Arc<Conn>) -> Response {
-    if let Err(r) = claim(&conn, Transport::ServerSentEvents) {
-        return *r;
-    }
+fn connect_sse(state: Arc<AppState>, conn: Arc<Conn>) -> Result<Response, ApiError> {
+    claim(&conn, Transport::ServerSentEvents)?;
     if let Some(s) = lock(&conn.inner).session.as_mut() {
         s.set_text_only();
     }
@@ -586,9 +559,9 @@ fn connect_sse(state: Arc<AppState>, conn: Arc<Conn>) -> Response {
         }
         let mut shutdown = s.state.shutdown.clone();
         loop {
-            match take_batch(&s.conn) {
+            match take_batch(&s.conn, sse_event) {
                 Err(()) => return None,
-                Ok(Some(frame)) => return Some((Ok(sse_event(&frame)), s)),
+                Ok(Some(event)) => return Some((Ok(event), s)),
                 Ok(None) => {}
             }
             let signal = s.conn.signal.clone();
@@ -602,12 +575,12 @@ fn connect_sse(state: Arc<AppState>, conn: Arc<Conn>) -> Response {
             }
         }
     });
-    Response::builder()
+    Ok(Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
         .header(header::CACHE_CONTROL, "no-cache")
         .header("x-accel-buffering", "no")
         .body(Body::from_stream(body))
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
 }
 
 /// One SSE event: every line of the payload as a `data:` line (hub messages carry no raw newlines, but a
@@ -623,11 +596,11 @@ fn sse_event(payload: &[u8]) -> Bytes {
     Bytes::from(out)
 }
 
-async fn long_poll(state: Arc<AppState>, conn: Arc<Conn>) -> Response {
+async fn long_poll(state: Arc<AppState>, conn: Arc<Conn>) -> Result<Response, ApiError> {
     match claim(&conn, Transport::LongPolling) {
-        Err(r) => return *r,
+        Err(e) => return Err(e),
         // The first poll only establishes the connection; the client ignores what it carries.
-        Ok(true) => return StatusCode::OK.into_response(),
+        Ok(true) => return Ok(StatusCode::OK.into_response()),
         Ok(false) => {}
     }
     let my_gen = {
@@ -648,7 +621,7 @@ async fn long_poll(state: Arc<AppState>, conn: Arc<Conn>) -> Response {
         if lock(&conn.inner).poll_gen != my_gen {
             break StatusCode::NO_CONTENT.into_response();
         }
-        match take_batch(&conn) {
+        match take_batch(&conn, Bytes::copy_from_slice) {
             Err(()) => break StatusCode::NO_CONTENT.into_response(),
             Ok(Some(frame)) => {
                 let binary = lock(&conn.inner).session.as_ref().is_some_and(Session::is_binary);
@@ -679,7 +652,7 @@ async fn long_poll(state: Arc<AppState>, conn: Arc<Conn>) -> Response {
     if ended {
         state.signalr.remove(&conn.token);
     }
-    resp
+    Ok(resp)
 }
 
 /// `POST /hubs/market?id=`: the client's hub messages on SSE and long polling.
@@ -688,25 +661,22 @@ async fn send(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
     body: Body,
-) -> Response {
-    let conn = match find(&state, &headers, &query) {
-        Ok(c) => c,
-        Err(r) => return *r,
-    };
+) -> Result<Response, ApiError> {
+    let conn = find(&state, &headers, &query)?;
     {
         let mut inner = lock(&conn.inner);
         match inner.transport {
             Some(Transport::WebSockets) => {
-                return crate::http::error(
+                return Err(ApiError::new(
                     StatusCode::METHOD_NOT_ALLOWED,
                     "transport_mismatch",
                     "POST requests are not allowed for WebSocket connections",
-                );
+                ));
             }
             None => {
-                return crate::http::error(StatusCode::BAD_REQUEST, "not_connected", "connect a transport first");
+                return Err(ApiError::new(StatusCode::BAD_REQUEST, "not_connected", "connect a transport first"));
             }
-            Some(_) if inner.posting => return conflict("another POST for this connection is in progress"),
+            Some(_) if inner.posting => return Err(conflict("another POST for this connection is in progress")),
             Some(_) => inner.posting = true,
         }
     }
@@ -715,21 +685,21 @@ async fn send(
     inner.posting = false;
     let Ok(bytes) = bytes else {
         drop(inner);
-        return crate::http::error(
+        return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
-            &format!("the body could not be read, or is over {MAX_POST_BODY} bytes"),
-        );
+            format!("the body could not be read, or is over {MAX_POST_BODY} bytes"),
+        ));
     };
     inner.last_heard = Instant::now();
     let now = inner.last_heard;
     let ops_tx = inner.ops_tx.clone();
-    let Some(session) = inner.session.as_mut() else { return unknown_id() };
+    let Some(session) = inner.session.as_mut() else { return Err(unknown_id()) };
     session.handle_frame(&bytes, now);
     start_ops(session, &state, &ops_tx);
     drop(inner);
     conn.signal.wake();
-    StatusCode::OK.into_response()
+    Ok(StatusCode::OK.into_response())
 }
 
 /// `DELETE /hubs/market?id=`: the client stops; a pending long poll ends with 204.
@@ -737,11 +707,8 @@ async fn delete(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
-) -> Response {
-    let conn = match find(&state, &headers, &query) {
-        Ok(c) => c,
-        Err(r) => return *r,
-    };
+) -> Result<Response, ApiError> {
+    let conn = find(&state, &headers, &query)?;
     {
         let mut inner = lock(&conn.inner);
         inner.ended = true;
@@ -752,7 +719,7 @@ async fn delete(
     conn.kick.notify_waiters();
     conn.signal.wake();
     state.signalr.remove(&conn.token);
-    StatusCode::ACCEPTED.into_response()
+    Ok(StatusCode::ACCEPTED.into_response())
 }
 
 /// The timers of a negotiated connection: the handshake deadline for every transport; then, for SSE and long

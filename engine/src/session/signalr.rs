@@ -47,8 +47,6 @@ pub(super) struct HubState {
     /// Open `StreamTicks` streams: invocation id to topic.
     streams: HashMap<Arc<str>, String>,
     close_sent: bool,
-    /// The MessagePack hub protocol was chosen in the handshake.
-    msgpack: bool,
     /// The transport carries text only (Server-Sent Events): MessagePack is refused.
     text_only: bool,
     /// Stateful reconnect, when negotiated.
@@ -167,7 +165,8 @@ impl Session {
         let mut pos = 0;
         while self.close.is_none() {
             let rest = &buf[pos..];
-            let msgpack = self.hub.as_ref().is_some_and(|h| h.msgpack);
+            // The batch writer knows whether the handshake chose MessagePack.
+            let msgpack = self.batch.is_msgpack();
             // JSON messages end with 0x1E (the handshake too, always); MessagePack ones carry a VarInt length.
             let (msg, used) = if msgpack {
                 match crate::msgpack::get_varint(rest) {
@@ -194,13 +193,12 @@ impl Session {
                 self.close = Some(CloseReason::MessageTooLarge(why));
                 break;
             }
-            pos += used;
-            let msg = msg.to_vec();
             if msgpack {
-                self.handle_msgpack_message(&msg, now);
+                self.handle_msgpack_message(msg, now);
             } else {
-                self.handle_hub_message(&msg, now);
+                self.handle_hub_message(msg, now);
             }
+            pos += used;
         }
         if self.close.is_some() {
             return;
@@ -320,7 +318,6 @@ impl Session {
         }
         let hub = self.hub.as_mut().expect("hub session");
         hub.handshake_done = true;
-        hub.msgpack = msgpack;
         // The handshake answer is JSON text whatever the protocol; what follows is in the protocol.
         self.batch.push_hub_message(b"{}");
         self.batch.set_msgpack(msgpack);
@@ -553,11 +550,6 @@ impl Session {
         out.extend_from_slice(&r.buf[r.head..]);
         self.sub.signal().schedule();
         Some(out)
-    }
-
-    /// SignalR stateful reconnect: whether the session outlives its socket.
-    pub fn stateful_reconnect(&self) -> bool {
-        self.hub.as_ref().is_some_and(|h| h.replay.is_some())
     }
 
     /// Stateful reconnect: owes the client an Ack; true while the unacknowledged bytes are over the limit, when
