@@ -39,12 +39,27 @@ pub enum Kind {
     /// A named event with JSON fields (`bid_result`, `lot_update`, or any type a publisher chose). Its JSON
     /// `"type"` is stored in the body, not implied by the kind.
     Event = 2,
+    /// The top of an order book (`book.*`, [`crate::depth`]). In JSON it travels like a named event `book`.
+    Book = 3,
+    /// A trade print (`trades.*`, [`crate::depth`]). In JSON it travels like a named event `trade`.
+    Trade = 4,
 }
 
 impl Kind {
     /// Every stored kind byte is one the writer wrote from a `Kind`.
     pub(crate) fn from_u8(v: u8) -> Kind {
-        if v == Kind::Event as u8 { Kind::Event } else { Kind::Tick }
+        match v {
+            2 => Kind::Event,
+            3 => Kind::Book,
+            4 => Kind::Trade,
+            _ => Kind::Tick,
+        }
+    }
+
+    /// True for kinds whose JSON body starts with their type name (named events, books, trades), which the
+    /// batch writer frames as named events.
+    pub(crate) fn is_named(self) -> bool {
+        self != Kind::Tick
     }
 
     /// The JSON `"type"` of a live event of this kind (`"event"` for [`Kind::Event`], whose real type name is
@@ -53,6 +68,8 @@ impl Kind {
         match self {
             Kind::Tick => "tick",
             Kind::Event => "event",
+            Kind::Book => "book",
+            Kind::Trade => "trade",
         }
     }
 }
@@ -174,7 +191,7 @@ pub fn encode_tick_bin(out: &mut Vec<u8>, topic: &str, epoch: u64, seq: u64, ts:
 }
 
 /// Event type names that would collide with the protocol's own `type`s.
-const RESERVED_EVENT_TYPES: &[&str] = &["tick", "snapshot", "ack", "pong", "gap", "error", "event"];
+const RESERVED_EVENT_TYPES: &[&str] = &["tick", "book", "trade", "snapshot", "ack", "pong", "gap", "error", "event"];
 
 /// Fields every event carries, which a publisher's fields may therefore not name.
 pub const RESERVED_EVENT_FIELDS: &[&str] = &["type", "topic", "epoch", "seq", "ts", "event", "recovered"];
@@ -344,6 +361,10 @@ pub enum BinRecord {
     Tick(BinTick),
     /// A named event (kind 2) or its snapshot.
     Event(BinEvent),
+    /// An order book (kind 3) or its snapshot.
+    Book(crate::depth::BinBook),
+    /// A trade print (kind 4) or its snapshot.
+    Trade(crate::depth::BinTrade),
     /// `ack` for op `id`.
     Ack(u64),
     /// `ack` for op `id` carrying result fields (one JSON object), e.g. the `bid_id` of a bid.
@@ -369,6 +390,12 @@ pub fn decode_bin_batch(mut buf: &[u8]) -> Option<Vec<BinRecord>> {
         let u64_at =
             |b: &[u8], i: usize| -> Option<u64> { Some(u64::from_le_bytes(b.get(i..i + 8)?.try_into().ok()?)) };
         out.push(match ty {
+            record::EVENT | record::SNAPSHOT if rest.first() == Some(&(Kind::Book as u8)) => {
+                BinRecord::Book(crate::depth::decode_book(ty, flags, body)?)
+            }
+            record::EVENT | record::SNAPSHOT if rest.first() == Some(&(Kind::Trade as u8)) => {
+                BinRecord::Trade(crate::depth::decode_trade(ty, flags, body)?)
+            }
             record::EVENT | record::SNAPSHOT if rest.first() == Some(&(Kind::Event as u8)) => {
                 let tl = *body.get(24)? as usize;
                 let topic = std::str::from_utf8(body.get(25..25 + tl)?).ok()?.to_owned();
@@ -751,13 +778,13 @@ impl BatchWriter {
         let at = self.buf.len();
         // The event object's opening, up to where the stored body starts. A named event's body starts with its
         // type name's JSON string, so only the member name goes here.
-        let object: &[u8] = match (kind, snapshot) {
-            (Kind::Event, None) => b"{\"type\":",
-            (Kind::Event, Some(true)) => b"{\"type\":\"snapshot\",\"recovered\":true,\"event\":",
-            (Kind::Event, Some(false)) => b"{\"type\":\"snapshot\",\"recovered\":false,\"event\":",
-            (Kind::Tick, None) => b"{\"type\":\"tick\",",
-            (Kind::Tick, Some(true)) => b"{\"type\":\"snapshot\",\"recovered\":true,",
-            (Kind::Tick, Some(false)) => b"{\"type\":\"snapshot\",\"recovered\":false,",
+        let object: &[u8] = match (kind.is_named(), snapshot) {
+            (true, None) => b"{\"type\":",
+            (true, Some(true)) => b"{\"type\":\"snapshot\",\"recovered\":true,\"event\":",
+            (true, Some(false)) => b"{\"type\":\"snapshot\",\"recovered\":false,\"event\":",
+            (false, None) => b"{\"type\":\"tick\",",
+            (false, Some(true)) => b"{\"type\":\"snapshot\",\"recovered\":true,",
+            (false, Some(false)) => b"{\"type\":\"snapshot\",\"recovered\":false,",
         };
         match self.encoding {
             Encoding::Json => {
@@ -786,7 +813,7 @@ impl BatchWriter {
                     self.buf.extend_from_slice(b"{\"type\":1,\"arguments\":[");
                 }
                 self.buf.extend_from_slice(object);
-                if kind == Kind::Event {
+                if kind.is_named() {
                     self.open = HubClose::TargetFromBody(self.buf.len());
                 }
             }

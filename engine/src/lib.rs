@@ -8,6 +8,7 @@
 //! pending message of all its topics into one [`BatchWriter`], which becomes one frame and one write.
 
 pub mod codec;
+pub mod depth;
 pub mod fanout;
 pub mod hub;
 pub mod msgpack;
@@ -19,6 +20,9 @@ pub mod tick;
 pub mod topic;
 
 pub use codec::{BatchWriter, Encoding, EventFieldsError, HubStream, Kind, check_event_fields, valid_event_type};
+pub use depth::{
+    BARS_PREFIX, BOOK_PREFIX, BookLevel, MAX_DEPTH, Side, TRADES_PREFIX, Trade, bars_topic, book_topic, trades_topic,
+};
 pub use fanout::{Drain, Limits, Signal, SlowConsumer, Start, SubscribeError, Subscriber};
 pub use hub::{Hub, HubError};
 pub use price::{ParsePriceError, Price};

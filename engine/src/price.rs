@@ -30,6 +30,11 @@ impl Price {
         Price(whole * PRICE_SCALE + nanos)
     }
 
+    /// A price of whole cents (`from_cents(18723)` is 187.23).
+    pub const fn from_cents(cents: i64) -> Price {
+        Price(cents * (PRICE_SCALE / 100))
+    }
+
     /// Appends the shortest exact decimal form (`187.23`, `100`, `-0.5`) to `out`.
     pub fn write_decimal(self, out: &mut Vec<u8>) {
         if self.0 < 0 {

@@ -20,7 +20,8 @@ pub struct TopicId(pub u32);
 /// How a topic treats a subscriber that falls behind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TopicClass {
-    /// `ticks.*`: only the newest value matters; a lagging reader skips ahead and is told with a `gap`.
+    /// `ticks.*`, `book.*`, `trades.*`, `bars.*` (market data): only the newest value matters; a lagging reader
+    /// skips ahead and is told with a `gap`.
     Conflating,
     /// `lots.*`, `users.*` and the rest: every message matters; a reader lapped by the ring is disconnected.
     Reliable,
@@ -29,7 +30,9 @@ pub enum TopicClass {
 impl TopicClass {
     /// The class a topic name implies.
     pub fn of(name: &str) -> TopicClass {
-        if name.starts_with(crate::TICKS_PREFIX) { TopicClass::Conflating } else { TopicClass::Reliable }
+        const MARKET_DATA: [&str; 4] =
+            [crate::TICKS_PREFIX, crate::depth::BOOK_PREFIX, crate::depth::TRADES_PREFIX, crate::depth::BARS_PREFIX];
+        if MARKET_DATA.iter().any(|p| name.starts_with(p)) { TopicClass::Conflating } else { TopicClass::Reliable }
     }
 }
 
@@ -173,6 +176,11 @@ impl Engine {
     /// one per user).
     pub fn create_topic_with_ring(&self, name: &str, ring: RingConfig) -> Result<TopicWriter, CreateTopicError> {
         self.create_topic_inner(name, self.epoch, ring)
+    }
+
+    /// Registers a `book.*` topic whose ring fits books of `depth` levels per side ([`crate::depth::book_ring`]).
+    pub fn create_book_topic(&self, name: &str, depth: usize) -> Result<TopicWriter, CreateTopicError> {
+        self.create_topic_inner(name, self.epoch, crate::depth::book_ring(depth))
     }
 
     fn create_topic_inner(&self, name: &str, epoch: u64, ring: RingConfig) -> Result<TopicWriter, CreateTopicError> {
@@ -427,6 +435,47 @@ impl TopicWriter {
         self.topic.ring.write(pos.seq, ts, Kind::Event, &self.json, &self.bin);
         self.notify();
         Ok(pos)
+    }
+
+    /// Publishes the top of an order book with the next seq (`bids` and `asks` best first); see [`crate::depth`].
+    /// [`PublishError::TooLarge`] when the levels do not fit the topic's slots (create book topics with
+    /// [`Engine::create_book_topic`]).
+    pub fn publish_book(
+        &mut self,
+        bids: &[crate::BookLevel],
+        asks: &[crate::BookLevel],
+        ts: i64,
+    ) -> Result<Position, PublishError> {
+        let pos = Position { epoch: self.topic.epoch, seq: self.topic.head() + 1 };
+        self.json.clear();
+        self.bin.clear();
+        let name = &self.topic.name;
+        crate::depth::encode_book_json(&mut self.json, name, pos.epoch, pos.seq, ts, bids, asks);
+        crate::depth::encode_book_bin(&mut self.bin, name, pos.epoch, pos.seq, ts, bids, asks);
+        self.write_encoded(pos, ts, Kind::Book)?;
+        Ok(pos)
+    }
+
+    /// Publishes one trade print with the next seq; see [`crate::depth`].
+    pub fn publish_trade(&mut self, trade: &crate::Trade, ts: i64) -> Result<Position, PublishError> {
+        let pos = Position { epoch: self.topic.epoch, seq: self.topic.head() + 1 };
+        self.json.clear();
+        self.bin.clear();
+        let name = &self.topic.name;
+        crate::depth::encode_trade_json(&mut self.json, name, pos.epoch, pos.seq, ts, trade);
+        crate::depth::encode_trade_bin(&mut self.bin, name, pos.epoch, pos.seq, ts, trade);
+        self.write_encoded(pos, ts, Kind::Trade)?;
+        Ok(pos)
+    }
+
+    /// Stores the bodies encoded in the scratch buffers at `pos` and wakes the subscribers.
+    fn write_encoded(&mut self, pos: Position, ts: i64, kind: Kind) -> Result<(), PublishError> {
+        if !fits(self.topic.ring.slot_bytes(), self.json.len(), self.bin.len()) {
+            return Err(PublishError::TooLarge);
+        }
+        self.topic.ring.write(pos.seq, ts, kind, &self.json, &self.bin);
+        self.notify();
+        Ok(())
     }
 
     /// Wakes every subscribed connection that is not already scheduled.

@@ -88,6 +88,11 @@ impl TsUnit {
     }
 }
 
+/// An integer timestamp in `unit`, in Unix nanoseconds; `None` when it overflows.
+pub(crate) fn epoch_to_ns(value: i64, unit: TsUnit) -> Option<i64> {
+    value.checked_mul(unit.nanos_per_unit(value))
+}
+
 impl FromStr for TsUnit {
     type Err = crate::ParseOptionError;
 

@@ -22,15 +22,23 @@
 #![forbid(unsafe_code)]
 
 pub mod auction;
+pub mod book;
 mod csv_lines;
+pub mod market;
 pub mod csv_replay;
+pub mod dbn_replay;
+pub mod itch;
+pub mod itch_gen;
+pub mod itch_replay;
+pub mod md_replay;
 mod pace;
 pub mod replay;
 pub mod synthetic;
 pub mod synthetic_feed;
+pub mod synthetic_flow;
 
 pub use csv_replay::{CsvRow, CsvSource, OpenError, RowError, TsUnit, scan_symbols};
-pub use replay::{OnError, Replay, ReplayError, ReplayOptions, ReplaySummary, Speed};
+pub use replay::{FileFormat, OnError, Replay, ReplayError, ReplayOptions, ReplaySummary, Speed};
 pub use synthetic::SyntheticMarket;
 pub use synthetic_feed::{Synthetic, SyntheticError, SyntheticSummary};
 

@@ -1,7 +1,12 @@
-//! Replaying a CSV file into an engine at the file's own pace, faster, slower, or as fast as possible.
+//! Replaying a recorded file into an engine at the file's own pace, faster, slower, or as fast as possible.
 //!
-//! [`Replay::prepare`] reads the file once for its symbols and creates a `ticks.<SYMBOL>` topic for each, so the
-//! server lists every symbol before the first tick; it hands back a `Send` value. [`Replay::run`] blocks the
+//! [`Replay::prepare`] recognises the file's format ([`FileFormat::detect`]: CSV ticks, Databento DBN, NASDAQ
+//! TotalView-ITCH 5.0) and prepares that format's replay: CSV here, ITCH in [`crate::itch_replay`], DBN in
+//! [`crate::dbn_replay`]; the binary formats share [`crate::md_replay`]. This module documents the CSV replay;
+//! the others follow the same rules of speed, loop, stop and timestamps.
+//!
+//! For CSV, [`Replay::prepare`] reads the file once for its symbols and creates a `ticks.<SYMBOL>` topic for
+//! each, so the server lists every symbol before the first tick; it hands back a `Send` value. [`Replay::run`] blocks the
 //! thread that calls it until the file ends (never, when looped) or the stop flag is set, and returns what it
 //! did. The flag is read before every row and at least every 50 ms while sleeping.
 //!
@@ -37,12 +42,16 @@
 //! ```
 
 use crate::csv_replay::{CsvSource, OpenError, RowError, TsUnit, scan_symbols};
+use crate::market::MarketError;
+use crate::md_replay::{MdOptions, MdSummary, TimeBound};
 use crate::pace::{Clock, create_topics, scale, unix_now_ns};
 use marquee_engine::{CreateTopicError, Engine, PublishError, TopicWriter};
 use std::collections::HashMap;
 use std::fmt;
-use std::path::PathBuf;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Row errors kept in a [`ReplaySummary`] under [`OnError::Skip`].
@@ -142,6 +151,14 @@ pub struct ReplayOptions {
     pub on_error: OnError,
     /// Unit of integer timestamps (default: by magnitude).
     pub ts_unit: TsUnit,
+    /// Only these symbols (default: empty, every symbol).
+    pub symbols: Vec<String>,
+    /// Skip what the file holds before this time (default: nothing skipped).
+    pub start: Option<TimeBound>,
+    /// End the pass at the first message at or after this time (default: the end of the file).
+    pub end: Option<TimeBound>,
+    /// Levels per side of published books (default [`crate::market::DEFAULT_DEPTH`]).
+    pub depth: usize,
 }
 
 impl ReplayOptions {
@@ -153,7 +170,27 @@ impl ReplayOptions {
             looped: false,
             on_error: OnError::default(),
             ts_unit: TsUnit::default(),
+            symbols: Vec::new(),
+            start: None,
+            end: None,
+            depth: crate::market::DEFAULT_DEPTH,
         }
+    }
+
+    fn md(&self) -> MdOptions {
+        MdOptions {
+            path: self.path.clone(),
+            speed: self.speed,
+            looped: self.looped,
+            symbols: self.symbols.clone(),
+            start: self.start,
+            end: self.end,
+            depth: self.depth,
+        }
+    }
+
+    fn wants(&self, symbol: &str) -> bool {
+        self.symbols.is_empty() || self.symbols.iter().any(|s| s == symbol)
     }
 }
 
@@ -168,6 +205,8 @@ pub struct ReplaySummary {
     pub first_errors: Vec<RowError>,
     /// Passes that reached the end of the file (1 for a plain replay that was not stopped).
     pub loops: u64,
+    /// ITCH and DBN: what the market-data replay did (the CSV fields above stay zero).
+    pub market: Option<MdSummary>,
 }
 
 /// Why a replay could not be prepared or did not finish.
@@ -187,6 +226,14 @@ pub enum ReplayError {
     Row(RowError),
     /// The engine refused a tick.
     Publish { topic: String, line: u64, error: PublishError },
+    /// The file could not be read.
+    Io { file: PathBuf, error: std::io::Error },
+    /// The file is none of the formats a replay reads.
+    UnknownFormat { file: PathBuf },
+    /// ITCH or DBN market data could not be published.
+    Market(MarketError),
+    /// A DBN file could not be replayed.
+    Dbn(crate::dbn_replay::DbnError),
 }
 
 impl fmt::Display for ReplayError {
@@ -198,6 +245,15 @@ impl fmt::Display for ReplayError {
             ReplayError::Topic { topic, error } => write!(f, "{topic}: {error}"),
             ReplayError::Row(e) => e.fmt(f),
             ReplayError::Publish { topic, line, error } => write!(f, "{topic}: line {line}: {error}"),
+            ReplayError::Io { file, error } => write!(f, "{}: {error}", file.display()),
+            ReplayError::UnknownFormat { file } => write!(
+                f,
+                "{}: not a file Marquee can replay: expected CSV ticks, Databento DBN (.dbn, .dbn.zst) or NASDAQ \
+                 TotalView-ITCH 5.0",
+                file.display()
+            ),
+            ReplayError::Market(e) => e.fmt(f),
+            ReplayError::Dbn(e) => e.fmt(f),
         }
     }
 }
@@ -208,6 +264,9 @@ impl std::error::Error for ReplayError {
             ReplayError::Open(e) => e.source(),
             ReplayError::Topic { error, .. } => Some(error),
             ReplayError::Publish { error, .. } => Some(error),
+            ReplayError::Io { error, .. } => Some(error),
+            ReplayError::Market(e) => Some(e),
+            ReplayError::Dbn(e) => Some(e),
             _ => None,
         }
     }
@@ -219,45 +278,148 @@ impl From<OpenError> for ReplayError {
     }
 }
 
-/// A CSV replay whose topics exist and which is ready to run on any thread.
+/// The formats a replay reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FileFormat {
+    /// CSV ticks ([`crate::csv_replay`]).
+    Csv,
+    /// Databento Binary Encoding, plain or zstd-compressed ([`crate::dbn_replay`]).
+    Dbn,
+    /// NASDAQ TotalView-ITCH 5.0, length-prefixed ([`crate::itch_replay`]).
+    Itch,
+}
+
+impl fmt::Display for FileFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FileFormat::Csv => "CSV",
+            FileFormat::Dbn => "DBN",
+            FileFormat::Itch => "ITCH 5.0",
+        })
+    }
+}
+
+impl FileFormat {
+    /// The format of `path`: by its first bytes (DBN's `DBN` or zstd's magic number; two ITCH records whose
+    /// lengths match their types; UTF-8 text without NUL bytes for CSV), then by extension (`.dbn`, `.zst`,
+    /// `.itch`, `.csv`); anything else is [`ReplayError::UnknownFormat`].
+    pub fn detect(path: &Path) -> Result<FileFormat, ReplayError> {
+        let io = |error| ReplayError::Io { file: path.to_owned(), error };
+        let mut head = Vec::with_capacity(512);
+        std::fs::File::open(path).map_err(io)?.take(512).read_to_end(&mut head).map_err(io)?;
+        if head.starts_with(b"DBN") || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            return Ok(FileFormat::Dbn);
+        }
+        if crate::itch::looks_like_itch(&head) {
+            return Ok(FileFormat::Itch);
+        }
+        let text = match std::str::from_utf8(&head) {
+            Ok(_) => true,
+            // A multi-byte character cut by the 512-byte window is still text.
+            Err(e) => e.error_len().is_none() && head.len() == 512,
+        };
+        if text && !head.is_empty() && !head.contains(&0) {
+            return Ok(FileFormat::Csv);
+        }
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_ascii_lowercase();
+        if name.ends_with(".dbn") || name.ends_with(".dbn.zst") || name.ends_with(".zst") {
+            Ok(FileFormat::Dbn)
+        } else if name.ends_with(".itch") || name.contains(".itch") {
+            Ok(FileFormat::Itch)
+        } else if name.ends_with(".csv") {
+            Ok(FileFormat::Csv)
+        } else {
+            Err(ReplayError::UnknownFormat { file: path.to_owned() })
+        }
+    }
+}
+
+/// A replay of any supported format, prepared and ready to run on any thread.
 #[derive(Debug)]
 pub struct Replay {
+    inner: Inner,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Csv(CsvReplay),
+    Itch(crate::itch_replay::ItchReplay),
+    Dbn(crate::dbn_replay::DbnReplay),
+}
+
+impl Replay {
+    /// Checks the options, recognises the file's format and prepares its replay (for CSV: reads the file once
+    /// for its symbols and creates `ticks.<SYMBOL>` for each).
+    pub fn prepare(engine: &Arc<Engine>, opts: ReplayOptions) -> Result<Replay, ReplayError> {
+        if let Speed::Factor(x) = opts.speed {
+            if !opts.speed.is_valid() {
+                return Err(ReplayError::InvalidSpeed(x));
+            }
+        }
+        let inner = match FileFormat::detect(&opts.path)? {
+            FileFormat::Csv => Inner::Csv(CsvReplay::prepare(engine, opts)?),
+            FileFormat::Itch => Inner::Itch(crate::itch_replay::ItchReplay::prepare(engine, opts.md())?),
+            FileFormat::Dbn => {
+                Inner::Dbn(crate::dbn_replay::DbnReplay::prepare(engine, opts.md()).map_err(ReplayError::Dbn)?)
+            }
+        };
+        Ok(Replay { inner })
+    }
+
+    /// The file's format.
+    pub fn format(&self) -> FileFormat {
+        match self.inner {
+            Inner::Csv(_) => FileFormat::Csv,
+            Inner::Itch(_) => FileFormat::Itch,
+            Inner::Dbn(_) => FileFormat::Dbn,
+        }
+    }
+
+    /// CSV: the file's symbols, in order of first appearance; each has its topic. ITCH and DBN create topics
+    /// as the file names symbols: empty.
+    pub fn symbols(&self) -> &[String] {
+        match &self.inner {
+            Inner::Csv(r) => &r.symbols,
+            _ => &[],
+        }
+    }
+
+    /// Publishes the file on its schedule until it ends (never, when looped) or `stop` is set.
+    pub fn run(self, stop: &AtomicBool) -> Result<ReplaySummary, ReplayError> {
+        match self.inner {
+            Inner::Csv(r) => r.run(stop),
+            Inner::Itch(r) => Ok(ReplaySummary { market: Some(r.run(stop)?), ..Default::default() }),
+            Inner::Dbn(r) => {
+                Ok(ReplaySummary { market: Some(r.run(stop).map_err(ReplayError::Dbn)?), ..Default::default() })
+            }
+        }
+    }
+}
+
+/// A CSV replay whose topics exist.
+#[derive(Debug)]
+struct CsvReplay {
     opts: ReplayOptions,
     /// In order of first appearance in the file.
     symbols: Vec<String>,
     writers: HashMap<String, TopicWriter>,
 }
 
-impl Replay {
-    /// Checks the options, reads the file once for its symbols and creates `ticks.<SYMBOL>` for each.
-    pub fn prepare(engine: &Engine, opts: ReplayOptions) -> Result<Replay, ReplayError> {
-        if let Speed::Factor(x) = opts.speed {
-            if !opts.speed.is_valid() {
-                return Err(ReplayError::InvalidSpeed(x));
-            }
-        }
-        let symbols = scan_symbols(&opts.path, opts.ts_unit)?;
+impl CsvReplay {
+    fn prepare(engine: &Engine, opts: ReplayOptions) -> Result<CsvReplay, ReplayError> {
+        let mut symbols = scan_symbols(&opts.path, opts.ts_unit)?;
         if symbols.is_empty() {
             return Err(ReplayError::NoRows { file: opts.path });
         }
+        symbols.retain(|s| opts.wants(s));
         let writers = create_topics(engine, symbols.iter().map(String::as_str))
             .map_err(|(topic, error)| ReplayError::Topic { topic, error })?;
         let writers = symbols.iter().cloned().zip(writers).collect();
-        Ok(Replay { opts, symbols, writers })
+        Ok(CsvReplay { opts, symbols, writers })
     }
 
-    /// The file's symbols, in order of first appearance; each has its topic.
-    pub fn symbols(&self) -> &[String] {
-        &self.symbols
-    }
-
-    /// The options this replay runs with.
-    pub fn options(&self) -> &ReplayOptions {
-        &self.opts
-    }
-
-    /// Publishes the file on its schedule until it ends (never, when looped) or `stop` is set.
-    pub fn run(mut self, stop: &AtomicBool) -> Result<ReplaySummary, ReplayError> {
+    fn run(mut self, stop: &AtomicBool) -> Result<ReplaySummary, ReplayError> {
         let clock = Clock::start();
         let mut summary = ReplaySummary::default();
         // Offsets are in file nanoseconds (before scaling by speed), i128 so that no file can overflow them.
@@ -265,6 +427,7 @@ impl Replay {
         let mut latest: i128 = 0;
         loop {
             let mut first_ts: Option<i64> = None;
+            let mut file_first: Option<i64> = None;
             let mut good_rows: u64 = 0;
             for row in CsvSource::open(&self.opts.path, self.opts.ts_unit)? {
                 if stop.load(Ordering::Relaxed) {
@@ -281,6 +444,16 @@ impl Replay {
                         continue;
                     }
                 };
+                if !self.opts.wants(&row.symbol) {
+                    continue;
+                }
+                let t_first = *file_first.get_or_insert(row.ts_ns);
+                if self.opts.start.is_some_and(|b| row.ts_ns < b.unix_ns(t_first)) {
+                    continue;
+                }
+                if self.opts.end.is_some_and(|b| row.ts_ns >= b.unix_ns(t_first)) {
+                    break;
+                }
                 let ts0 = *first_ts.get_or_insert(row.ts_ns);
                 latest = latest.max(pass_base + i128::from(row.ts_ns) - i128::from(ts0));
                 good_rows += 1;

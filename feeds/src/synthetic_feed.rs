@@ -1,7 +1,9 @@
 //! Publishing the synthetic market into an engine, at a constant tick rate, until stopped.
 //!
 //! [`Synthetic::prepare`] creates a `ticks.<SYMBOL>` topic per symbol and publishes each one's opening quote, so
-//! every topic has a last value (for snapshots and polling) before the first scheduled tick. [`Synthetic::run`]
+//! every topic has a last value (for snapshots and polling) before the first scheduled tick. Behind the quotes
+//! runs an order flow ([`crate::synthetic_flow`]): `book.<SYMBOL>` and `trades.<SYMBOL>` get a book and a
+//! print per tick. [`Synthetic::run`]
 //! then blocks its thread: tick `k` is due at `start + k / tick_rate` and is stamped with that time (see
 //! [`crate::replay`] on why the stamp is the scheduled time). The market itself is deterministic, so which
 //! ticks go out depends on the seed only; only their timing depends on the machine.
@@ -12,15 +14,18 @@
 //! use std::sync::atomic::{AtomicBool, Ordering};
 //! let engine = Engine::new(EngineConfig::default());
 //! let synthetic = Synthetic::prepare(&engine, 42).unwrap();
-//! assert_eq!(engine.n_published(), 50); // an opening tick per symbol
+//! assert_eq!(engine.n_published(), 100); // an opening tick and an opening book per symbol
 //! let stop = AtomicBool::new(true); // already set: `run` returns at once
 //! assert_eq!(synthetic.run(1000.0, &stop).unwrap().ticks_published, 0);
 //! ```
 
+use crate::market::{DEFAULT_DEPTH, MarketError};
 use crate::pace::{Clock, SLEEP_MIN, create_topics, unix_now_ns};
 use crate::synthetic::SyntheticMarket;
+use crate::synthetic_flow::SyntheticFlow;
 use marquee_engine::{CreateTopicError, Engine, PublishError, TopicWriter};
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// What a synthetic run did.
@@ -43,6 +48,8 @@ pub enum SyntheticError {
     Topic { topic: String, error: CreateTopicError },
     /// The engine refused a tick.
     Publish { topic: String, error: PublishError },
+    /// A book or print of the order flow could not be published.
+    Market(MarketError),
 }
 
 impl fmt::Display for SyntheticError {
@@ -51,6 +58,7 @@ impl fmt::Display for SyntheticError {
             SyntheticError::InvalidRate(r) => write!(f, "invalid tick rate {r}"),
             SyntheticError::Topic { topic, error } => write!(f, "{topic}: {error}"),
             SyntheticError::Publish { topic, error } => write!(f, "{topic}: {error}"),
+            SyntheticError::Market(e) => e.fmt(f),
         }
     }
 }
@@ -61,6 +69,7 @@ impl std::error::Error for SyntheticError {
             SyntheticError::InvalidRate(_) => None,
             SyntheticError::Topic { error, .. } => Some(error),
             SyntheticError::Publish { error, .. } => Some(error),
+            SyntheticError::Market(e) => Some(e),
         }
     }
 }
@@ -71,12 +80,18 @@ pub struct Synthetic {
     market: SyntheticMarket,
     /// Indexed like [`SyntheticMarket::symbols`].
     writers: Vec<TopicWriter>,
+    flow: SyntheticFlow,
 }
 
 impl Synthetic {
     /// Creates `ticks.<SYMBOL>` for every symbol of the market of `seed` and publishes each one's opening quote,
     /// so every topic has a last value before [`Synthetic::run`] starts.
-    pub fn prepare(engine: &Engine, seed: u64) -> Result<Synthetic, SyntheticError> {
+    pub fn prepare(engine: &Arc<Engine>, seed: u64) -> Result<Synthetic, SyntheticError> {
+        Synthetic::prepare_with_depth(engine, seed, DEFAULT_DEPTH)
+    }
+
+    /// [`Synthetic::prepare`] with books of `depth` levels per side.
+    pub fn prepare_with_depth(engine: &Arc<Engine>, seed: u64, depth: usize) -> Result<Synthetic, SyntheticError> {
         let market = SyntheticMarket::new(seed);
         let mut writers = create_topics(engine, market.symbols().iter().copied())
             .map_err(|(topic, error)| SyntheticError::Topic { topic, error })?;
@@ -85,7 +100,10 @@ impl Synthetic {
             let tick = market.last(i).copied().unwrap_or_default();
             publish(w, &tick, now)?;
         }
-        Ok(Synthetic { market, writers })
+        let opening = |i: usize| market.last(i).copied().unwrap_or_default();
+        let flow = SyntheticFlow::prepare(engine, seed, depth, market.symbols(), opening, now)
+            .map_err(SyntheticError::Market)?;
+        Ok(Synthetic { market, writers, flow })
     }
 
     /// The symbols; each has its topic.
@@ -112,7 +130,9 @@ impl Synthetic {
             let mut batch = 0;
             while due_ns(k) <= horizon {
                 let (i, tick) = self.market.next_tick();
-                publish(&mut self.writers[i], &tick, clock.unix_at(due_ns(k)))?;
+                let ts = clock.unix_at(due_ns(k));
+                publish(&mut self.writers[i], &tick, ts)?;
+                self.flow.on_tick(i, &tick, ts).map_err(SyntheticError::Market)?;
                 k += 1;
                 batch += 1;
                 // A long catch-up still notices the stop flag.
@@ -143,7 +163,7 @@ mod tests {
         let engine = Engine::new(Default::default());
         let stop = AtomicBool::new(false);
         let s = Synthetic::prepare(&engine, 1).unwrap();
-        assert_eq!(engine.n_published(), 50, "one opening tick per symbol");
+        assert_eq!(engine.n_published(), 100, "one opening tick and book per symbol");
         assert!(matches!(s.run(0.0, &stop), Err(SyntheticError::InvalidRate(_))));
         let e = Synthetic::prepare(&engine, 1).unwrap_err();
         assert_eq!(e.to_string(), "ticks.AAPL: topic exists");

@@ -45,9 +45,14 @@ struct Got {
 
 /// Subscribes to every `ticks.*` topic from its first message and returns what a client receives, by topic.
 fn receive_all(engine: &Arc<Engine>) -> HashMap<String, Vec<Got>> {
+    receive_all_of(engine, "ticks.", "tick")
+}
+
+/// Every message of the topics named `prefix*`, all of type `ty` (flat JSON events: ticks or trades).
+fn receive_all_of(engine: &Arc<Engine>, prefix: &str, ty: &str) -> HashMap<String, Vec<Got>> {
     let limits = Limits { max_pending_messages: u64::MAX, ..Limits::default() };
     let mut sub = Subscriber::new(engine.clone(), limits);
-    for name in engine.topic_names("ticks.") {
+    for name in engine.topic_names(prefix) {
         let since = Position { epoch: engine.epoch(), seq: 0 };
         sub.subscribe(engine.topic(&name).unwrap(), Some(since)).unwrap();
     }
@@ -58,7 +63,7 @@ fn receive_all(engine: &Arc<Engine>) -> HashMap<String, Vec<Got>> {
         let drained = sub.drain(&mut batch).unwrap();
         let Some(bytes) = batch.finish() else { break };
         for ev in json_events(std::str::from_utf8(bytes).unwrap()) {
-            assert_eq!(ev["type"], "tick", "no gap or snapshot expected: {ev:?}");
+            assert_eq!(ev["type"], ty, "no gap or snapshot expected: {ev:?}");
             let got = Got {
                 seq: ev["seq"].parse().unwrap(),
                 ts: ev["ts"].parse().unwrap(),
@@ -226,21 +231,31 @@ fn replay_prepare_errors() {
 
     let missing = std::env::temp_dir().join("marquee-feeds-replay-missing.csv");
     let e = Replay::prepare(&engine, opts(&missing, Speed::Max)).unwrap_err();
-    assert!(matches!(e, ReplayError::Open(_)) && e.to_string().starts_with(&missing.display().to_string()));
+    assert!(matches!(e, ReplayError::Io { .. }) && e.to_string().starts_with(&missing.display().to_string()));
+
+    let junk = std::env::temp_dir().join(format!("marquee-feeds-replay-{}-junk.bin", std::process::id()));
+    std::fs::write(&junk, [0u8, 159, 146, 150, 0, 1, 2, 3]).unwrap();
+    let e = Replay::prepare(&engine, opts(&junk, Speed::Max)).unwrap_err();
+    let _ = std::fs::remove_file(&junk);
+    assert!(matches!(e, ReplayError::UnknownFormat { .. }), "{e:?}");
+    assert!(e.to_string().contains("expected CSV ticks, Databento DBN (.dbn, .dbn.zst) or NASDAQ"), "{e}");
 }
 
 #[test]
 fn synthetic_run_follows_the_market_on_a_fixed_schedule() {
     let engine = Engine::new(EngineConfig::default());
     let synthetic = Synthetic::prepare(&engine, 3).unwrap();
-    assert_eq!(engine.n_published(), 50, "an opening tick per symbol before the run");
+    let ticks = |e: &Engine| e.topic_names("ticks.").iter().map(|t| e.topic(t).unwrap().head()).sum::<u64>();
+    assert_eq!(ticks(&engine), 50, "an opening tick per symbol before the run");
+    assert_eq!(engine.n_published(), 100, "and an opening book");
     let stop = Arc::new(AtomicBool::new(false));
     let stopper = stop_after(&stop, Duration::from_millis(60));
     let summary = synthetic.run(2000.0, &stop).unwrap();
     stopper.join().unwrap();
     let n = summary.ticks_published;
     assert!(n >= 20, "{summary:?}");
-    assert_eq!(engine.n_published(), 50 + n);
+    assert_eq!(ticks(&engine), 50 + n);
+    assert_eq!(engine.n_published(), 100 + 3 * n, "each tick also makes a print and a book");
 
     // Same seed, same ticks: replaying the market by hand predicts every topic's content.
     let mut market = SyntheticMarket::new(3);
@@ -254,6 +269,13 @@ fn synthetic_run_follows_the_market_on_a_fixed_schedule() {
         expected.entry(format!("ticks.{}", market.symbols()[i])).or_default().push((t.price, t.size));
     }
     let got = receive_all(&engine);
+    // Every tick's last trade is on the tape too, in the same order, stamped with the same time.
+    let prints = receive_all_of(&engine, "trades.", "trade");
+    for (topic, have) in &got {
+        let tape = prints.get(&topic.replace("ticks.", "trades.")).map_or(&[][..], |v| &v[..]);
+        let key = |g: &Got| (g.price, g.size, g.ts);
+        assert_eq!(tape.iter().map(key).collect::<Vec<_>>(), have[1..].iter().map(key).collect::<Vec<_>>(), "{topic}");
+    }
     for (topic, want) in &expected {
         let have = &got[topic];
         assert_eq!(&have.iter().map(|g| (g.price, g.size)).collect::<Vec<_>>(), want, "{topic}");

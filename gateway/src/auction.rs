@@ -11,7 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use marquee_engine::{HubError, PRIVATE_PREFIX, PublishError, TICKS_PREFIX, valid_event_type};
+use marquee_engine::{HubError, PRIVATE_PREFIX, PublishError, TopicClass, valid_event_type};
 use marquee_feeds::auction::{BidAck, BidRequest, SubmitError, parse_amount};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -287,7 +287,7 @@ pub fn publish_events(s: &AppState, events: Vec<PublishEvent>) -> Result<serde_j
         if !marquee_engine::topic::valid_topic_name(&e.topic) {
             return Err(bad("invalid_topic", format!("event {i}: invalid topic name {:?}", e.topic)));
         }
-        if e.topic.starts_with(TICKS_PREFIX) {
+        if TopicClass::of(&e.topic) == TopicClass::Conflating {
             let msg = format!("event {i}: {:?} is written by the market feed", e.topic);
             return Err(ApiError::new(StatusCode::FORBIDDEN, "topic_not_shared", msg));
         }

@@ -4,7 +4,8 @@
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use marquee_engine::{Limits, RingConfig, SessionConfig};
-use marquee_feeds::{OnError, Speed, TsUnit};
+use marquee_feeds::md_replay::TimeBound;
+use marquee_feeds::{OnError, ReplayOptions, Speed, TsUnit};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -25,7 +26,7 @@ pub struct Cli {
 pub enum Command {
     /// Serve the built-in synthetic market over HTTP and WebSocket (the default).
     Serve(ServeArgs),
-    /// Serve ticks replayed from a CSV file instead of the synthetic market.
+    /// Serve a recorded file (CSV ticks, Databento DBN, NASDAQ ITCH 5.0) instead of the synthetic market.
     Replay(ReplayArgs),
     /// Print a token signed with the configured secret (`--auth-secret` / `MARQUEE_AUTH_SECRET`).
     Token(TokenArgs),
@@ -66,6 +67,9 @@ pub struct ServeArgs {
     /// Synthetic market: ticks per second over all symbols.
     #[arg(long, env = "MARQUEE_TICK_RATE", default_value_t = 2000.0)]
     pub tick_rate: f64,
+    /// Levels per side of the published order books (`book.<SYMBOL>`), 1 to 50.
+    #[arg(long, env = "MARQUEE_DEPTH", default_value_t = 10)]
+    pub depth: usize,
     /// Synthetic market: random seed (the same seed gives the same market).
     #[arg(long, env = "MARQUEE_SEED", default_value_t = 42)]
     pub seed: u64,
@@ -160,8 +164,20 @@ pub struct ServeArgs {
 /// `marquee replay FILE`.
 #[derive(Debug, Clone, Args)]
 pub struct ReplayArgs {
-    /// CSV file: header `timestamp,symbol,price,size[,bid,ask,bid_size,ask_size]`.
+    /// The file, recognised by its first bytes (then its extension): CSV ticks (header
+    /// `timestamp,symbol,price,size[,bid,ask,bid_size,ask_size]`), Databento DBN (`.dbn`, `.dbn.zst`; schemas
+    /// mbo, mbp-1, mbp-10, trades, ohlcv-1s, ohlcv-1m) or NASDAQ TotalView-ITCH 5.0.
     pub file: PathBuf,
+    /// Only these symbols, comma-separated (default: every symbol of the file).
+    #[arg(long, env = "MARQUEE_SYMBOLS", value_delimiter = ',')]
+    pub symbols: Vec<String>,
+    /// Skip what comes before this time: RFC 3339, a Unix time, or a time of day `09:30[:00.000]` (ITCH: the
+    /// exchange's clock; DBN and CSV: UTC on the day of the first record). Books are still built from it.
+    #[arg(long, env = "MARQUEE_START")]
+    pub start: Option<TimeBound>,
+    /// End each pass at the first message at or after this time (same forms as `--start`).
+    #[arg(long, env = "MARQUEE_END")]
+    pub end: Option<TimeBound>,
     /// Playback speed: `1` keeps the file's spacing, `10` is ten times faster, `max` does not wait.
     #[arg(long, env = "MARQUEE_SPEED", default_value = "1")]
     pub speed: Speed,
@@ -192,10 +208,10 @@ fn parse_quic(s: &str) -> Result<QuicListen, String> {
 /// Where ticks come from.
 #[derive(Debug, Clone)]
 pub enum Source {
-    /// The synthetic market.
-    Synthetic { seed: u64, tick_rate: f64 },
-    /// A CSV file.
-    Replay { file: PathBuf, speed: Speed, looped: bool, on_error: OnError, ts_unit: TsUnit },
+    /// The synthetic market, with order books of `depth` levels.
+    Synthetic { seed: u64, tick_rate: f64, depth: usize },
+    /// A recorded file.
+    Replay(Box<ReplayOptions>),
 }
 
 /// The validated configuration of one server run.
@@ -250,14 +266,16 @@ impl Config {
             }
             Some(Command::Token(_)) => bail!("`marquee token` does not start a server"),
             Some(Command::Replay(r)) => {
-                let src = Source::Replay {
-                    file: r.file,
-                    speed: r.speed,
-                    looped: r.looped,
-                    on_error: r.on_error,
-                    ts_unit: r.ts_unit,
-                };
-                (r.serve, src)
+                let mut opts = ReplayOptions::new(r.file);
+                opts.speed = r.speed;
+                opts.looped = r.looped;
+                opts.on_error = r.on_error;
+                opts.ts_unit = r.ts_unit;
+                opts.symbols = r.symbols;
+                opts.start = r.start;
+                opts.end = r.end;
+                opts.depth = r.serve.depth;
+                (r.serve, Source::Replay(Box::new(opts)))
             }
         };
         if !serve.ring_capacity.is_power_of_two() || serve.ring_capacity < 2 {
@@ -305,8 +323,11 @@ impl Config {
         if serve.auth_secret.as_deref().is_some_and(|s| s.len() < 16) {
             bail!("--auth-secret must be at least 16 bytes");
         }
-        if let Source::Replay { file, .. } = &source {
-            std::fs::metadata(file).with_context(|| format!("cannot read {}", file.display()))?;
+        if let Source::Replay(opts) = &source {
+            std::fs::metadata(&opts.path).with_context(|| format!("cannot read {}", opts.path.display()))?;
+        }
+        if !(1..=marquee_engine::MAX_DEPTH).contains(&serve.depth) {
+            bail!("--depth must be in 1..={}, got {}", marquee_engine::MAX_DEPTH, serve.depth);
         }
         let limits = Limits {
             max_topics: serve.max_topics,
@@ -352,7 +373,7 @@ impl Config {
 }
 
 fn synthetic(s: &ServeArgs) -> Source {
-    Source::Synthetic { seed: s.seed, tick_rate: s.tick_rate }
+    Source::Synthetic { seed: s.seed, tick_rate: s.tick_rate, depth: s.depth }
 }
 
 /// `15s`, `500ms`, `2m`, `1h`, or a bare number of seconds.

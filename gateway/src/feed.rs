@@ -4,7 +4,7 @@
 use crate::config::Source;
 use anyhow::Context;
 use marquee_engine::Engine;
-use marquee_feeds::{Replay, ReplayOptions, Synthetic};
+use marquee_feeds::{Replay, ReplaySummary, Synthetic};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use tokio::sync::oneshot;
@@ -29,8 +29,9 @@ impl Feed {
 pub fn start(engine: &Arc<Engine>, source: &Source, stop: Arc<AtomicBool>) -> anyhow::Result<Feed> {
     let (tx, rx) = oneshot::channel();
     match source.clone() {
-        Source::Synthetic { seed, tick_rate } => {
-            let synthetic = Synthetic::prepare(engine, seed).context("cannot start the synthetic market")?;
+        Source::Synthetic { seed, tick_rate, depth } => {
+            let synthetic =
+                Synthetic::prepare_with_depth(engine, seed, depth).context("cannot start the synthetic market")?;
             std::thread::Builder::new().name("feed-synthetic".into()).spawn(move || {
                 precise_sleeps();
                 if let Err(e) = synthetic.run(tick_rate, &stop) {
@@ -38,27 +39,14 @@ pub fn start(engine: &Arc<Engine>, source: &Source, stop: Arc<AtomicBool>) -> an
                 }
             })?;
         }
-        Source::Replay { file, speed, looped, on_error, ts_unit } => {
-            let mut opts = ReplayOptions::new(file.clone());
-            opts.speed = speed;
-            opts.looped = looped;
-            opts.on_error = on_error;
-            opts.ts_unit = ts_unit;
-            let replay = Replay::prepare(engine, opts).with_context(|| format!("cannot replay {}", file.display()))?;
+        Source::Replay(opts) => {
+            let file = opts.path.clone();
+            let replay = Replay::prepare(engine, *opts).with_context(|| format!("cannot replay {}", file.display()))?;
+            tracing::info!("replaying {} ({})", file.display(), replay.format());
             std::thread::Builder::new().name("feed-replay".into()).spawn(move || {
                 precise_sleeps();
                 match replay.run(&stop) {
-                    Ok(s) => {
-                        tracing::info!(
-                            "replay finished: {} rows published, {} skipped, {} loops",
-                            s.rows_published,
-                            s.rows_skipped,
-                            s.loops
-                        );
-                        for e in &s.first_errors {
-                            tracing::warn!("skipped row: {e}");
-                        }
-                    }
+                    Ok(s) => log_summary(&s),
                     Err(e) => {
                         let _ = tx.send(anyhow::Error::new(e).context("replay stopped"));
                     }
@@ -67,6 +55,38 @@ pub fn start(engine: &Arc<Engine>, source: &Source, stop: Arc<AtomicBool>) -> an
         }
     }
     Ok(Feed { failed: rx })
+}
+
+fn log_summary(s: &ReplaySummary) {
+    let Some(m) = &s.market else {
+        tracing::info!(
+            "replay finished: {} rows published, {} skipped, {} loops",
+            s.rows_published,
+            s.rows_skipped,
+            s.loops
+        );
+        for e in &s.first_errors {
+            tracing::warn!("skipped row: {e}");
+        }
+        return;
+    };
+    tracing::info!(
+        "replay finished: {} messages, {} malformed skipped, {} unknown-order references, {} loops; published {} \
+         books, {} trades, {} ticks",
+        m.messages,
+        m.skipped,
+        m.book_errors,
+        m.loops,
+        m.published.books,
+        m.published.trades,
+        m.published.ticks
+    );
+    for e in &m.first_errors {
+        tracing::warn!("skipped record: {e}");
+    }
+    if let Some(at) = m.truncated_at {
+        tracing::warn!("the file ends inside the record at byte {at}: replay ended there");
+    }
 }
 
 /// Feeds sleep until each tick's scheduled time, and `ts` is that time: Linux's default 50 µs timer slack would

@@ -124,8 +124,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_state(state.clone());
 
     let source = match &config.source {
-        Source::Synthetic { tick_rate, seed } => format!("synthetic market ({tick_rate} ticks/s, seed {seed})"),
-        Source::Replay { file, speed, .. } => format!("replay of {} at speed {speed}", file.display()),
+        Source::Synthetic { tick_rate, seed, depth } => {
+            format!("synthetic market ({tick_rate} ticks/s, seed {seed}, books {depth} deep)")
+        }
+        Source::Replay(o) => format!("replay of {} at speed {}", o.path.display(), o.speed),
     };
     tracing::info!(
         "marquee listening on http://{addr} (WebSocket at ws://{addr}/ws, SignalR hub at http://{addr}{}); feed: {source}; {} topics; epoch {}; \
