@@ -58,8 +58,8 @@
 //! - A file that is not DBN (no `DBN` header, inside or outside zstd), or whose header is damaged, or DBN
 //!   version 4: [`DbnError::NotDbn`] from [`DbnReplay::prepare`]. Any schema outside the table:
 //!   [`DbnError::Schema`], naming the schemas replayed.
-//! - A file that ends inside a record (a cut download): the replay ends cleanly after the last whole record
-//!   and [`MdSummary::truncated_at`] says where the cut record starts.
+//! - A file that ends inside a record (a cut download; for `.dbn.zst`, a cut compressed stream): the replay
+//!   ends cleanly after the last whole record and [`MdSummary::truncated_at`] says where the cut one starts.
 //! - A record whose type or length does not fit the schema: skipped and reported with its byte offset
 //!   ([`MdSummary::first_errors`]); decoding goes on at the length its header states.
 //! - A record header whose length is shorter than a header: DBN has no sync marker, so nothing after it can be
@@ -68,7 +68,8 @@
 //!
 //! Byte offsets count the DBN stream: in a `.dbn.zst` file, the decompressed bytes. Records are read as the
 //! file stores them (`VersionUpgradePolicy::AsIs`: the layouts of the records replayed are the same in DBN
-//! versions 1 to 3), so offsets are exact and no record is rewritten on the way.
+//! versions 1 to 3), so offsets are exact, no record is rewritten on the way, and none of `dbn`'s upgrade
+//! paths (which assert on malformed records) runs.
 //!
 //! ## Limits
 //! Books are per symbol, not per venue: a file that mixes publishers (`publisher_id`) merges their orders into
@@ -149,8 +150,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// The schemas replayed, as named in errors.
 pub const SUPPORTED_SCHEMAS: &str = "mbo, mbp-1, mbp-10, trades, ohlcv-1s and ohlcv-1m";
 
-/// While records before `--start` are applied unpublished, the stop flag is read every this many records.
-const MUTED_STOP_POLL: u64 = 4096;
+/// The stop flag is read at least every this many records, also while none is paced (before `--start`, or
+/// when `--symbols` leaves them all out).
+const STOP_POLL_RECORDS: u64 = 4096;
 
 /// Why a DBN replay could not be prepared or did not finish.
 #[derive(Debug)]
@@ -177,16 +179,12 @@ impl fmt::Display for DbnError {
             DbnError::InvalidSpeed(x) => write!(f, "invalid speed {x}"),
             DbnError::Io { file, error } => write!(f, "{}: {error}", file.display()),
             DbnError::NotDbn { file, reason } => write!(f, "{}: not a readable DBN file: {reason}", file.display()),
-            DbnError::Schema { file, schema: Some(s) } => write!(
-                f,
-                "{}: DBN schema {s} is not replayed; replay takes {SUPPORTED_SCHEMAS}",
-                file.display()
-            ),
-            DbnError::Schema { file, schema: None } => write!(
-                f,
-                "{}: the DBN file mixes schemas; replay takes one of {SUPPORTED_SCHEMAS}",
-                file.display()
-            ),
+            DbnError::Schema { file, schema: Some(s) } => {
+                write!(f, "{}: DBN schema {s} is not replayed; replay takes {SUPPORTED_SCHEMAS}", file.display())
+            }
+            DbnError::Schema { file, schema: None } => {
+                write!(f, "{}: the DBN file mixes schemas; replay takes one of {SUPPORTED_SCHEMAS}", file.display())
+            }
             DbnError::Symbology { file, reason } => write!(f, "{}: symbology: {reason}", file.display()),
             DbnError::Market { file, error } => write!(f, "{}: {error}", file.display()),
         }
@@ -233,10 +231,8 @@ impl Source {
         let file = File::open(path).map_err(|error| DbnError::Io { file: path.to_owned(), error })?;
         // Peeks at the first bytes for zstd's magic number; anything else is read as plain DBN.
         let reader = DynReader::inferred_with_buffer(BufReader::new(file)).map_err(|e| not_dbn(e.to_string()))?;
-        let fsm = DbnFsm::builder()
-            .upgrade_policy(VersionUpgradePolicy::AsIs)
-            .build()
-            .map_err(|e| not_dbn(e.to_string()))?;
+        let fsm =
+            DbnFsm::builder().upgrade_policy(VersionUpgradePolicy::AsIs).build().map_err(|e| not_dbn(e.to_string()))?;
         let mut src = Source { reader, fsm, fed: 0, eof: false };
         loop {
             match src.fsm.process() {
@@ -298,9 +294,19 @@ impl Source {
 /// A record, normalized: what each schema contributes.
 enum Rec<'a> {
     Mbo(&'a MboMsg),
-    Mbp { action: u8, side: u8, price: i64, size: u32, levels: &'a [BidAskPair] },
+    Mbp(Mbp<'a>),
     Trade(&'a TradeMsg),
     Bar(&'a OhlcvMsg),
+}
+
+/// An `mbp-1` or `mbp-10` record: the event, then the book after it.
+#[derive(Clone, Copy)]
+struct Mbp<'a> {
+    action: u8,
+    side: u8,
+    price: i64,
+    size: u32,
+    levels: &'a [BidAskPair],
 }
 
 /// What applying one record did.
@@ -391,7 +397,8 @@ impl Out {
             }
             if self.bars[i as usize].is_none() {
                 let topic = bars_topic(name);
-                let w = self.market.engine().create_topic(&topic).map_err(|error| MarketError::Topic { topic, error })?;
+                let w =
+                    self.market.engine().create_topic(&topic).map_err(|error| MarketError::Topic { topic, error })?;
                 self.bars[i as usize] = Some(w);
             }
         }
@@ -454,17 +461,8 @@ impl Out {
         Ok(applied)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn mbp(
-        &mut self,
-        i: u32,
-        action: u8,
-        side: u8,
-        price: i64,
-        size: u32,
-        levels: &[BidAskPair],
-        ts: i64,
-    ) -> Result<Applied, MarketError> {
+    fn mbp(&mut self, i: u32, m: &Mbp<'_>, ts: i64) -> Result<Applied, MarketError> {
+        let Mbp { action, side, price, size, levels } = *m;
         let level = |price: i64, size: u32, orders: u32| {
             (price != UNDEF_PRICE && size > 0).then_some(BookLevel { price: Price(price), size: size.into(), orders })
         };
@@ -486,7 +484,11 @@ impl Out {
         if t.price == UNDEF_PRICE {
             return Ok(Applied::Bad("trade without a price".into()));
         }
-        self.market.trade(i, &Trade { price: Price(t.price), size: t.size.into(), side: aggressor(t.side as u8) }, ts)?;
+        self.market.trade(
+            i,
+            &Trade { price: Price(t.price), size: t.size.into(), side: aggressor(t.side as u8) },
+            ts,
+        )?;
         Ok(Applied::Ok)
     }
 
@@ -498,7 +500,9 @@ impl Out {
         if !muted {
             let f = &mut self.fields;
             f.clear();
-            for (name, p) in [("{\"open\":", b.open), (",\"high\":", b.high), (",\"low\":", b.low), (",\"close\":", b.close)] {
+            for (name, p) in
+                [("{\"open\":", b.open), (",\"high\":", b.high), (",\"low\":", b.low), (",\"close\":", b.close)]
+            {
                 f.extend_from_slice(name.as_bytes());
                 Price(p).write_decimal(f);
             }
@@ -524,9 +528,10 @@ pub struct DbnReplay {
     file_symbols: TsSymbolMap,
     /// The metadata's symbols the filter keeps (as topic names), in the metadata's order.
     symbols: Vec<String>,
-    /// The file as `prepare` opened it, at its first record; later passes reopen the file.
-    source: Option<Source>,
-    out: Out,
+    /// The file as `prepare` opened it, at its first record; later passes reopen the file. Boxed, as is `out`,
+    /// so that a prepared replay is small to move between threads.
+    source: Option<Box<Source>>,
+    out: Box<Out>,
 }
 
 impl fmt::Debug for DbnReplay {
@@ -576,7 +581,7 @@ impl DbnReplay {
             let mapped = |m: &&dbn::SymbolMapping| m.intervals.iter().any(|i| !i.symbol.is_empty());
             meta.mappings.iter().filter(mapped).map(|m| m.raw_symbol.as_str()).collect()
         };
-        let mut out = Out {
+        let mut out = Box::new(Out {
             market: MarketOut::new(engine.clone(), opts.depth),
             bars: Vec::new(),
             interval_s,
@@ -585,7 +590,7 @@ impl DbnReplay {
             fields: Vec::new(),
             tob: FxHashMap::default(),
             next_tob_id: u64::MAX,
-        };
+        });
         let mut symbols: Vec<String> = Vec::new();
         for name in named.into_iter().filter(|s| !s.is_empty()) {
             let topic = topic_symbol(name);
@@ -594,7 +599,7 @@ impl DbnReplay {
                 symbols.push(topic.into_owned());
             }
         }
-        Ok(DbnReplay { opts, schema, file_symbols, symbols, source: Some(source), out })
+        Ok(DbnReplay { opts, schema, file_symbols, symbols, source: Some(Box::new(source)), out })
     }
 
     /// The file's schema.
@@ -616,7 +621,7 @@ impl DbnReplay {
         loop {
             let mut source = match self.source.take() {
                 Some(s) => s,
-                None => Source::open(&file)?.0,
+                None => Box::new(Source::open(&file)?.0),
             };
             let mut router = Router { map: self.file_symbols.clone(), routes: FxHashMap::default() };
             let (stopped, replayed) =
@@ -672,7 +677,12 @@ impl DbnReplay {
         let mut event: Option<(i64, i64)> = None;
         let mut last_src = 0i64;
         let mut replayed = 0u64;
+        let mut seen = 0u64;
         loop {
+            seen += 1;
+            if seen % STOP_POLL_RECORDS == 0 && stop.load(Ordering::Relaxed) {
+                return Ok((true, replayed));
+            }
             let offset = match source.next() {
                 Step::Record(offset) => offset,
                 Step::End => return Ok((false, replayed)),
@@ -700,7 +710,7 @@ impl DbnReplay {
             }
             let Some((r, index_ts, last)) = self.normalize(rec) else {
                 let reason = format!(
-                    "record type {rt:#04x} of {} bytes is not a {} record",
+                    "record type {rt:#04x} of {} bytes is not of schema {}",
                     rec.record_size(),
                     self.schema.as_str()
                 );
@@ -720,9 +730,6 @@ impl DbnReplay {
                 continue;
             };
             let ts = if muted && start.is_some_and(|s| src < s) {
-                if summary.messages % MUTED_STOP_POLL == 0 && stop.load(Ordering::Relaxed) {
-                    return Ok((true, replayed));
-                }
                 0
             } else {
                 if muted {
@@ -741,9 +748,7 @@ impl DbnReplay {
             event = if last { None } else { Some((src, ts)) };
             let applied = match r {
                 Rec::Mbo(m) => self.out.mbo(i, m, ts)?,
-                Rec::Mbp { action, side, price, size, levels } => {
-                    self.out.mbp(i, action, side, price, size, levels, ts)?
-                }
+                Rec::Mbp(m) => self.out.mbp(i, &m, ts)?,
                 Rec::Trade(t) => self.out.trade(i, t, ts)?,
                 Rec::Bar(b) => self.out.bar(i, b, ts, muted)?,
             };
@@ -768,24 +773,24 @@ impl DbnReplay {
             }
             Schema::Mbp1 => {
                 let m = rec.try_get::<Mbp1Msg>().ok()?;
-                let r = Rec::Mbp {
+                let r = Rec::Mbp(Mbp {
                     action: m.action as u8,
                     side: m.side as u8,
                     price: m.price,
                     size: m.size,
                     levels: &m.levels,
-                };
+                });
                 (r, m.raw_index_ts(), m.flags.is_last())
             }
             Schema::Mbp10 => {
                 let m = rec.try_get::<Mbp10Msg>().ok()?;
-                let r = Rec::Mbp {
+                let r = Rec::Mbp(Mbp {
                     action: m.action as u8,
                     side: m.side as u8,
                     price: m.price,
                     size: m.size,
                     levels: &m.levels,
-                };
+                });
                 (r, m.raw_index_ts(), m.flags.is_last())
             }
             Schema::Trades => {

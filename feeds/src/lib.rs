@@ -24,12 +24,14 @@
 pub mod auction;
 pub mod book;
 mod csv_lines;
-pub mod market;
 pub mod csv_replay;
 pub mod dbn_replay;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod itch;
 pub mod itch_gen;
 pub mod itch_replay;
+pub mod market;
 pub mod md_replay;
 mod pace;
 pub mod replay;

@@ -165,11 +165,11 @@ proptest! {
             }
             applied = file.len();
             prop_assert_eq!(n_errors, expect_error.len());
-            for sym in 0..SYMS.len() {
+            for (sym, name) in SYMS.iter().enumerate() {
                 let (mut bids, mut asks) = (Vec::new(), Vec::new());
                 out.books_ref().top(sym as u32, 5, &mut bids, &mut asks);
-                prop_assert_eq!(&bids, &model.top(sym, true, 5), "bids of {} after step {}", SYMS[sym], step);
-                prop_assert_eq!(&asks, &model.top(sym, false, 5), "asks of {} after step {}", SYMS[sym], step);
+                prop_assert_eq!(&bids, &model.top(sym, true, 5), "bids of {} after step {}", name, step);
+                prop_assert_eq!(&asks, &model.top(sym, false, 5), "asks of {} after step {}", name, step);
                 for l in bids.iter().chain(&asks) {
                     let buy = bids.contains(l);
                     let side = if buy { BookSide::Bid } else { BookSide::Ask };

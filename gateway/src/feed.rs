@@ -45,8 +45,9 @@ pub fn start(engine: &Arc<Engine>, source: &Source, stop: Arc<AtomicBool>) -> an
             tracing::info!("replaying {} ({})", file.display(), replay.format());
             std::thread::Builder::new().name("feed-replay".into()).spawn(move || {
                 precise_sleeps();
+                let t0 = std::time::Instant::now();
                 match replay.run(&stop) {
-                    Ok(s) => log_summary(&s),
+                    Ok(s) => log_summary(&s, t0.elapsed()),
                     Err(e) => {
                         let _ = tx.send(anyhow::Error::new(e).context("replay stopped"));
                     }
@@ -57,7 +58,7 @@ pub fn start(engine: &Arc<Engine>, source: &Source, stop: Arc<AtomicBool>) -> an
     Ok(Feed { failed: rx })
 }
 
-fn log_summary(s: &ReplaySummary) {
+fn log_summary(s: &ReplaySummary, took: std::time::Duration) {
     let Some(m) = &s.market else {
         tracing::info!(
             "replay finished: {} rows published, {} skipped, {} loops",
@@ -71,9 +72,11 @@ fn log_summary(s: &ReplaySummary) {
         return;
     };
     tracing::info!(
-        "replay finished: {} messages, {} malformed skipped, {} unknown-order references, {} loops; published {} \
-         books, {} trades, {} ticks",
+        "replay finished: {} messages in {:.3} s ({:.0} messages/s), {} malformed skipped, {} unknown-order \
+         references, {} loops; published {} books, {} trades, {} ticks",
         m.messages,
+        took.as_secs_f64(),
+        m.messages as f64 / took.as_secs_f64().max(1e-9),
         m.skipped,
         m.book_errors,
         m.loops,

@@ -15,6 +15,10 @@ const FILES: &[(&str, &str, &str)] = &[
     ("/auction.js", "text/javascript; charset=utf-8", include_str!("../ui/auction.js")),
     ("/sparkline.js", "text/javascript; charset=utf-8", include_str!("../ui/sparkline.js")),
     ("/toast.js", "text/javascript; charset=utf-8", include_str!("../ui/toast.js")),
+    ("/detail.js", "text/javascript; charset=utf-8", include_str!("../ui/detail.js")),
+    ("/depth.js", "text/javascript; charset=utf-8", include_str!("../ui/depth.js")),
+    ("/chart.js", "text/javascript; charset=utf-8", include_str!("../ui/chart.js")),
+    ("/format.js", "text/javascript; charset=utf-8", include_str!("../ui/format.js")),
 ];
 
 /// Serves a UI file, or a JSON 404.

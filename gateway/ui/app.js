@@ -1,7 +1,9 @@
-// Marquee trading UI: watchlist, live quotes, latency readout.
+// Marquee trading UI: watchlist, live quotes, latency readout; a click on a
+// row opens the symbol's detail panel (depth, trades, chart: detail.js).
 import { showToast } from './toast.js';
 import { Connection, nowMs } from './conn.js';
 import { Sparkline } from './sparkline.js';
+import { DetailPanel } from './detail.js';
 
 const STORAGE_KEY = 'marquee.watchlist.v1';
 const DEFAULTS = ['AAPL', 'MSFT', 'NVDA', 'TSLA', 'AMZN'];
@@ -21,6 +23,8 @@ const els = {
   gaps: $('#gaps'),
   count: $('#symbol-count'),
   toasts: $('#toasts'),
+  content: $('.content'),
+  detail: $('#detail'),
 };
 
 let known = null;              // Set of symbols from /api/symbols, null until loaded
@@ -77,6 +81,11 @@ function makeRow(sym) {
     tr.appendChild(c);
     return c;
   };
+  tr.tabIndex = 0;
+  tr.addEventListener('click', (e) => {
+    if (!e.target.closest('button')) detail.open(sym);
+  });
+  tr.addEventListener('keydown', onRowKey);
   const symCell = td('symbol', 'sym');
   symCell.textContent = sym;
   const cells = {
@@ -232,8 +241,10 @@ function addSymbol(sym) {
 }
 
 function removeSymbol(sym, { tellServer = true } = {}) {
+  if (detail.symbol === sym) detail.close();
   const row = rows.get(sym);
   if (row) {
+    row.spark.dispose();
     row.tr.remove();
     dirty.delete(row);
     rows.delete(sym);
@@ -275,12 +286,47 @@ function onSubmit(e) {
   highlight(addSymbol(sym));
 }
 
+// ---------- detail panel ----------
+function onRowKey(e) {
+  if (e.target !== e.currentTarget) return; // keys on the remove button stay its own
+  const tr = e.currentTarget;
+  if (e.key === 'Enter' || e.key === ' ') {
+    e.preventDefault();
+    detail.open(tr.dataset.symbol);
+  } else if (e.key === 'ArrowDown' || e.key === 'ArrowUp') {
+    const next = e.key === 'ArrowDown' ? tr.nextElementSibling : tr.previousElementSibling;
+    if (!next) return;
+    e.preventDefault();
+    next.focus();
+    if (detail.symbol) detail.open(next.dataset.symbol);
+  }
+}
+
+function onDetailChange(sym) {
+  for (const row of rows.values()) {
+    const on = row.sym === sym;
+    row.tr.classList.toggle('selected', on);
+    row.tr.setAttribute('aria-selected', String(on));
+  }
+  els.content.classList.toggle('has-detail', !!sym);
+  if (sym) els.detail.scrollIntoView({ block: 'nearest', behavior: 'smooth' });
+}
+
+function onKey(e) {
+  if (e.key !== 'Escape' || !detail.symbol || e.defaultPrevented) return;
+  if (e.target instanceof HTMLInputElement && e.target.value) return; // Escape clears the input first
+  const row = rows.get(detail.symbol);
+  detail.close();
+  if (row) row.tr.focus();
+}
+
 // ---------- toasts ----------
 function toast(msg, kind = 'error', ms = 4500) {
   showToast(els.toasts, msg, kind, ms);
 }
 
 function onServerError(ev, req) {
+  if (detail.handleSubscribeError(ev, req)) return;
   toast(`${ev.code || 'error'}: ${ev.message || 'server error'}`);
   if (ev.code !== 'unknown_topic' || !req || req.op !== 'subscribe') return;
   const words = new Set(String(ev.message || '').split(/[\s"'`,;()[\]{}]+/));
@@ -347,14 +393,22 @@ const conn = new Connection({
   onStatus: setStatus,
   onError: onServerError,
   onEvent: (ev, recvMs) => {
-    if (ev.type === 'gap') gapCount++;
-    else applyQuote(ev, recvMs);
+    if (ev.type === 'gap') {
+      gapCount++;
+      detail.handleGap(ev);
+    } else if (ev.topic.startsWith('ticks.')) {
+      applyQuote(ev, recvMs);
+    } else if (detail.handleEvent(ev)) {
+      rateWin.push(recvMs, 1);
+    }
   },
 });
+const detail = new DetailPanel({ conn, root: els.detail, onChange: onDetailChange });
 
 async function main() {
   els.form.addEventListener('submit', onSubmit);
   els.input.addEventListener('input', () => { if (!els.error.hidden) showError(''); });
+  document.addEventListener('keydown', onKey);
   setStatus('connecting');
   setInterval(updateStats, 250);
 
@@ -381,6 +435,8 @@ async function main() {
   persist();
   refreshChrome();
   conn.subscribe(watch.map((s) => `ticks.${s}`));
+  const open = DetailPanel.stored();
+  if (open && rows.has(open)) detail.open(open);
   conn.start();
 }
 

@@ -15,6 +15,20 @@ export class Sparkline {
     this.w = 0;
     this.h = 0;
     this.dpr = 0;
+    // The CSS size as the last layout left it. Reading clientWidth in draw()
+    // would force a synchronous layout after every row's text writes.
+    this.cssW = 0;
+    this.cssH = 0;
+    this.observer = new ResizeObserver(([e]) => {
+      this.cssW = e.contentRect.width;
+      this.cssH = e.contentRect.height;
+    });
+    this.observer.observe(canvas);
+  }
+
+  /** Stops watching the canvas's size (its row is gone). */
+  dispose() {
+    this.observer.disconnect();
   }
 
   push(v, nowMs = performance.now()) {
@@ -30,8 +44,8 @@ export class Sparkline {
 
   resize() {
     const dpr = window.devicePixelRatio || 1;
-    const w = this.canvas.clientWidth || 96;
-    const h = this.canvas.clientHeight || 24;
+    const w = this.cssW || 96;
+    const h = this.cssH || 24;
     if (w === this.w && h === this.h && dpr === this.dpr) return;
     this.w = w;
     this.h = h;

@@ -39,6 +39,28 @@ pub enum Command {
     Suite(SuiteArgs),
 }
 
+/// The per-symbol topic family a fan-out subscribes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+pub enum Channel {
+    /// `ticks.<SYMBOL>`.
+    Ticks,
+    /// `book.<SYMBOL>`.
+    Book,
+    /// `trades.<SYMBOL>`.
+    Trades,
+}
+
+impl Channel {
+    /// The topic prefix.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Channel::Ticks => "ticks.",
+            Channel::Book => "book.",
+            Channel::Trades => "trades.",
+        }
+    }
+}
+
 /// Wire encoding of the push scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
 pub enum Enc {
@@ -75,6 +97,10 @@ pub struct FanoutArgs {
     /// Tick topics per subscriber (spread evenly over the server's symbols).
     #[arg(long, default_value_t = 10)]
     pub topics_per_sub: usize,
+    /// Which topic of each symbol: `ticks` (L1), `book` (order book tops) or `trades` (prints). Every
+    /// delivery's latency is measured from its `ts` alike.
+    #[arg(long, value_enum, default_value = "ticks")]
+    pub channel: Channel,
     /// Encoding: `json` or `bin`.
     #[arg(long, value_enum, default_value = "bin")]
     pub encoding: Enc,

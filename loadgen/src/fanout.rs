@@ -94,9 +94,14 @@ pub async fn symbols(http: SocketAddr) -> anyhow::Result<Vec<String>> {
     Ok(syms)
 }
 
-/// The topics of client `i`: `k` symbols spread evenly over the list.
+/// The tick topics of client `i`: `k` symbols spread evenly over the list.
 pub fn topics_of(i: usize, k: usize, syms: &[String]) -> Vec<String> {
-    (0..k.min(syms.len())).map(|j| format!("ticks.{}", syms[(i * k + j) % syms.len()])).collect()
+    channel_topics_of(crate::cli::Channel::Ticks, i, k, syms)
+}
+
+/// The `channel` topics of client `i`: `k` symbols spread evenly over the list.
+pub fn channel_topics_of(channel: crate::cli::Channel, i: usize, k: usize, syms: &[String]) -> Vec<String> {
+    (0..k.min(syms.len())).map(|j| format!("{}{}", channel.prefix(), syms[(i * k + j) % syms.len()])).collect()
 }
 
 /// Source address for connection `i` of `n`: all on 127.0.0.1 while they fit, else spread over 127.0.0.2...
@@ -205,7 +210,9 @@ pub(crate) fn handle_frame(msg: &Message, shared: &Shared, samples: &mut Vec<u64
         Message::Text(t) if t.ends_with('\u{1e}') => {
             for m in t.split_terminator('\u{1e}') {
                 match serde_json::from_str::<HubEv>(m) {
-                    Ok(HubEv { ty: 1, target: Some("tick"), arguments: Some([e]) }) if e.ty == "tick" => {
+                    Ok(HubEv { ty: 1, target: Some("tick" | "book" | "trade"), arguments: Some([e]) })
+                        if matches!(e.ty, "tick" | "book" | "trade") =>
+                    {
                         n += 1;
                         latency(e.ts);
                     }
@@ -229,7 +236,7 @@ pub(crate) fn handle_frame(msg: &Message, shared: &Shared, samples: &mut Vec<u64
             Ok(evs) => {
                 for e in evs {
                     match e.ty {
-                        "tick" => {
+                        "tick" | "book" | "trade" => {
                             n += 1;
                             latency(e.ts);
                         }
@@ -476,7 +483,7 @@ async fn connect_part(a: &FanoutArgs, range: std::ops::Range<usize>, syms: &[Str
             pb.inc(1);
             match r {
                 Ok((i, Ok(Ok(conn)))) => {
-                    let topics = topics_of(i, a.topics_per_sub, syms);
+                    let topics = channel_topics_of(a.channel, i, a.topics_per_sub, syms);
                     let (shared, stop) = (shared.clone(), stop_rx.clone());
                     tasks.spawn(crate::quic::client(conn, topics, datagrams, a.encoding, shared, stop));
                 }
@@ -508,7 +515,7 @@ async fn connect_part(a: &FanoutArgs, range: std::ops::Range<usize>, syms: &[Str
         pb.inc(1);
         match r {
             Ok((i, Ok(Ok(ws)))) => {
-                let topics = topics_of(i, a.topics_per_sub, syms);
+                let topics = channel_topics_of(a.channel, i, a.topics_per_sub, syms);
                 tasks.spawn(client(ws, topics, hub, shared.clone(), stop_rx.clone()));
             }
             Ok((_, Ok(Err(e)))) => {
@@ -691,6 +698,7 @@ async fn run_processes(a: &FanoutArgs, addr: SocketAddr, per: usize) -> anyhow::
             .args(["--no-progress", "fanout", "--target", &a.target])
             .args(["--subscribers", &a.subscribers.to_string(), "--topics-per-sub", &a.topics_per_sub.to_string()])
             .args(["--encoding", if a.encoding == Enc::Bin { "bin" } else { "json" }])
+            .args(["--channel", a.channel.prefix().trim_end_matches('.')])
             .args([
                 "--transport",
                 match a.transport {

@@ -85,6 +85,7 @@ pub async fn run(a: &SuiteArgs, ctx: &Context) -> anyhow::Result<()> {
             target: format!("ws://{}/ws", server.addr),
             subscribers: a.subscribers,
             topics_per_sub: a.topics_per_sub,
+            channel: crate::cli::Channel::Ticks,
             encoding: enc,
             transport: crate::cli::Transport::Ws,
             duration: a.duration,
