@@ -262,12 +262,13 @@ impl Subscriber {
         Ok(start)
     }
 
-    /// Moves a subscription to datagrams (`true`) or back to the stream. Only conflating topics (ticks) can go as
-    /// datagrams, where loss is visible by seq and the newest value wins; for any other topic, or one not
+    /// Moves a subscription to datagrams (`true`) or back to the stream. Only conflating topics (ticks, trades,
+    /// bars) can go as datagrams, where loss is visible by seq and the newest value wins; books cannot (a deep
+    /// book outgrows a datagram, and a book that never fits would never arrive). For any other topic, or one not
     /// subscribed, this returns false and changes nothing.
     pub fn set_datagram(&mut self, name: &str, datagram: bool) -> bool {
         let Some(c) = self.cursors.iter_mut().find(|c| c.topic.name() == name) else { return false };
-        if c.topic.class() != TopicClass::Conflating {
+        if c.topic.class() != TopicClass::Conflating || name.starts_with(crate::depth::BOOK_PREFIX) {
             return false;
         }
         c.datagram = datagram;

@@ -111,15 +111,8 @@
 //! drop(enc);
 //!
 //! let engine = Engine::new(EngineConfig::default());
-//! let opts = MdOptions {
-//!     path: path.clone(),
-//!     speed: Speed::Max,
-//!     looped: false,
-//!     symbols: Vec::new(),
-//!     start: None,
-//!     end: None,
-//!     depth: 10,
-//! };
+//! let mut opts = MdOptions::new(&path);
+//! opts.speed = Speed::Max;
 //! let summary = DbnReplay::prepare(&engine, opts).unwrap().run(&AtomicBool::new(false)).unwrap();
 //! assert_eq!((summary.messages, summary.published.trades), (1, 1));
 //! let (_, json) = engine.topic("trades.7").unwrap().latest_json().unwrap();
@@ -617,7 +610,7 @@ impl DbnReplay {
         let file = self.opts.path.clone();
         let market = |error| DbnError::Market { file: file.clone(), error };
         let mut summary = MdSummary::default();
-        let mut pacer = Pacer::new(self.opts.speed);
+        let mut pacer = Pacer::new(self.opts.speed, self.opts.progress.clone());
         loop {
             let mut source = match self.source.take() {
                 Some(s) => s,

@@ -199,7 +199,7 @@ impl ItchReplay {
     /// Replays the file until it ends (never, when looped) or `stop` is set.
     pub fn run(mut self, stop: &AtomicBool) -> Result<MdSummary, ReplayError> {
         let mut summary = MdSummary::default();
-        let mut pacer = Pacer::new(self.opts.speed);
+        let mut pacer = Pacer::new(self.opts.speed, self.opts.progress.clone());
         let mut books = ItchBooks::new(&self.opts.symbols);
         let (start, end) = (self.opts.start.map(|b| b.tod_ns() as u64), self.opts.end.map(|b| b.tod_ns() as u64));
         let file = self.opts.path.clone();

@@ -19,7 +19,8 @@ use crate::replay::{MAX_KEPT_ERRORS, Speed};
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// At [`Speed::Max`], books are published at least every this many source messages.
 pub const MAX_BATCH: u32 = 1024;
@@ -137,6 +138,28 @@ impl MdSummary {
     }
 }
 
+/// How many source messages (CSV rows) a running replay has published, for `/metrics`: stored by the replay
+/// thread once per batch (never per message), read by anyone. Clones share the count.
+#[derive(Clone, Debug, Default)]
+pub struct Progress(Arc<AtomicU64>);
+
+impl Progress {
+    /// Messages so far (behind by at most one batch).
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set(&self, n: u64) {
+        self.0.store(n, Ordering::Relaxed);
+    }
+}
+
+impl PartialEq for Progress {
+    fn eq(&self, other: &Progress) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
 /// Paces a replay by source timestamps and decides when books go out.
 #[derive(Debug)]
 pub struct Pacer {
@@ -151,11 +174,14 @@ pub struct Pacer {
     pass_msgs: u64,
     since_flush: u32,
     last_ts: i64,
+    /// Messages paced, over all passes; published to `progress` at each flush.
+    paced: u64,
+    progress: Progress,
 }
 
 impl Pacer {
-    /// A pacer whose clock starts now.
-    pub fn new(speed: Speed) -> Pacer {
+    /// A pacer whose clock starts now, counting into `progress`.
+    pub fn new(speed: Speed, progress: Progress) -> Pacer {
         Pacer {
             speed,
             clock: Clock::start(),
@@ -165,6 +191,8 @@ impl Pacer {
             pass_msgs: 0,
             since_flush: 0,
             last_ts: unix_now_ns(),
+            paced: 0,
+            progress,
         }
     }
 
@@ -175,7 +203,9 @@ impl Pacer {
         self.latest = self.latest.max(self.pass_base + i128::from(src_ns) - i128::from(t0));
         self.pass_msgs += 1;
         self.since_flush += 1;
+        self.paced += 1;
         if self.since_flush >= MAX_BATCH {
+            self.progress.set(self.paced);
             out.flush(self.last_ts)?;
             self.since_flush = 0;
             if stop.load(Ordering::Relaxed) {
@@ -192,6 +222,7 @@ impl Pacer {
             Speed::Factor(f) => {
                 let due = crate::pace::scale(self.latest, f);
                 if due.saturating_sub(self.clock.elapsed_ns()) >= SLEEP_MIN.as_nanos() as u64 {
+                    self.progress.set(self.paced);
                     out.flush(self.last_ts)?;
                     self.since_flush = 0;
                     if !self.clock.sleep_until(due, stop) {
@@ -208,6 +239,7 @@ impl Pacer {
     /// Publishes what is pending (the end of a file, or a replay that stops).
     pub fn flush(&mut self, out: &mut MarketOut) -> Result<(), MarketError> {
         self.since_flush = 0;
+        self.progress.set(self.paced);
         out.flush(self.last_ts)
     }
 
@@ -241,9 +273,26 @@ pub struct MdOptions {
     pub end: Option<TimeBound>,
     /// Book levels per side.
     pub depth: usize,
+    /// Where the replay counts what it published.
+    pub progress: Progress,
 }
 
 impl MdOptions {
+    /// Defaults for `path`: speed 1, no loop, every symbol, the whole file, books of
+    /// [`crate::market::DEFAULT_DEPTH`] levels, a new progress counter.
+    pub fn new(path: impl Into<PathBuf>) -> MdOptions {
+        MdOptions {
+            path: path.into(),
+            speed: Speed::default(),
+            looped: false,
+            symbols: Vec::new(),
+            start: None,
+            end: None,
+            depth: crate::market::DEFAULT_DEPTH,
+            progress: Progress::default(),
+        }
+    }
+
     /// True when `symbol` passes the `symbols` filter.
     pub fn wants(&self, symbol: &str) -> bool {
         self.symbols.is_empty() || self.symbols.iter().any(|s| s == symbol)

@@ -43,7 +43,7 @@
 
 use crate::csv_replay::{CsvSource, OpenError, RowError, TsUnit, scan_symbols};
 use crate::market::MarketError;
-use crate::md_replay::{MdOptions, MdSummary, TimeBound};
+use crate::md_replay::{MdOptions, MdSummary, Progress, TimeBound};
 use crate::pace::{Clock, create_topics, scale, unix_now_ns};
 use marquee_engine::{CreateTopicError, Engine, PublishError, TopicWriter};
 use std::collections::HashMap;
@@ -159,6 +159,8 @@ pub struct ReplayOptions {
     pub end: Option<TimeBound>,
     /// Levels per side of published books (default [`crate::market::DEFAULT_DEPTH`]).
     pub depth: usize,
+    /// Counts the messages (CSV: rows) published so far, for whoever holds a clone (default: a new counter).
+    pub progress: Progress,
 }
 
 impl ReplayOptions {
@@ -174,6 +176,7 @@ impl ReplayOptions {
             start: None,
             end: None,
             depth: crate::market::DEFAULT_DEPTH,
+            progress: Progress::default(),
         }
     }
 
@@ -186,6 +189,7 @@ impl ReplayOptions {
             start: self.start,
             end: self.end,
             depth: self.depth,
+            progress: self.progress.clone(),
         }
     }
 
@@ -477,8 +481,12 @@ impl CsvReplay {
                     error,
                 })?;
                 summary.rows_published += 1;
+                if summary.rows_published % 1024 == 0 {
+                    self.opts.progress.set(summary.rows_published);
+                }
             }
             summary.loops += 1;
+            self.opts.progress.set(summary.rows_published);
             if !self.opts.looped || good_rows == 0 {
                 return Ok(summary);
             }

@@ -75,6 +75,7 @@ fn opts(path: &Path) -> MdOptions {
         start: None,
         end: None,
         depth: 10,
+        progress: Default::default(),
     }
 }
 

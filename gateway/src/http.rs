@@ -52,7 +52,11 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
     let batches = Metrics::get(&m.batches);
     let mean_batch = if batches == 0 { 0.0 } else { deliveries as f64 / batches as f64 };
     let journal = s.house.journal_stats();
-    let rows: [(&str, &str, &str, f64); 16] = [
+    let replayed = match &s.config.source {
+        crate::config::Source::Replay(o) => o.progress.get(),
+        crate::config::Source::Synthetic { .. } => 0,
+    };
+    let rows: [(&str, &str, &str, f64); 17] = [
         (
             "marquee_connections",
             "gauge",
@@ -71,6 +75,13 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
             "gauge",
             "SignalR connections negotiated and not yet closed (WebSockets without negotiate are not listed).",
             s.signalr.len() as f64,
+        ),
+        (
+            "marquee_replay_messages_total",
+            "counter",
+            "Source messages (CSV rows, ITCH messages, DBN records) a replay has published so far; 0 for the \
+             synthetic market. Updated once per batch of 1,024.",
+            replayed as f64,
         ),
         (
             "marquee_subscriptions",

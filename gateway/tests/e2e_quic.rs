@@ -358,3 +358,26 @@ async fn e2e_quic_serves_the_certificate_given_with_cert_and_key() {
     c.until(10, |e| e["type"] == "pong").await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn e2e_quic_carries_books_on_the_stream_and_trades_as_datagrams() {
+    let server = Server::start(&["--tick-rate", "5000"]);
+    let mut c = Client::connect(&server, "marquee.json/1").await;
+    // Books never go as datagrams (a deep book outgrows one): the flag leaves book.AAPL on the stream.
+    c.send(json!({"op":"subscribe","id":1,"topics":["book.AAPL","trades.AAPL"],"datagrams":true})).await;
+    let mut books = 0;
+    while books < 3 {
+        for e in c.next_batch(10).await {
+            if e["type"] == "book" || e["event"] == "book" {
+                let (bids, asks) = (e["bids"].as_array().unwrap(), e["asks"].as_array().unwrap());
+                assert!(bids[0][0].as_f64().unwrap() < asks[0][0].as_f64().unwrap(), "{e}");
+                books += 1;
+            } else {
+                assert!(e["type"] == "ack" || e["type"] == "gap", "trades go as datagrams, not here: {e}");
+            }
+        }
+    }
+    let d = tokio::time::timeout(Duration::from_secs(10), c.conn.read_datagram()).await.unwrap().unwrap();
+    let evs: Vec<Value> = serde_json::from_slice(&d).expect("a datagram is one JSON array");
+    assert!(evs.iter().all(|e| e["topic"] == "trades.AAPL"), "{evs:?}");
+}

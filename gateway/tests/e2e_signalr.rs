@@ -488,3 +488,17 @@ async fn signalr_a_reliable_topic_that_laps_a_stalled_client_closes_it_with_4008
     }
     assert!(seqs.len() >= 40 && seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
 }
+
+#[tokio::test]
+async fn signalr_books_and_trades_arrive_as_book_and_trade_invocations() {
+    let server = Server::start(&["--tick-rate", "2000"]);
+    let mut ws = subscribed(server.addr, "book.MSFT").await;
+    let sub = json!({"type": 1, "invocationId": "t", "target": "Subscribe", "arguments": [["trades.MSFT"]]});
+    send(&mut ws, &format!("{sub}{RS}")).await;
+    let book = until(&mut ws, |m| m["target"] == "book" && m["arguments"][0]["type"] == "book").await.unwrap();
+    let b = &book["arguments"][0];
+    assert_eq!((b["topic"].as_str(), b["symbol"].as_str()), (Some("book.MSFT"), Some("MSFT")));
+    assert!(b["bids"][0][0].as_f64().unwrap() < b["asks"][0][0].as_f64().unwrap(), "{b}");
+    let trade = until(&mut ws, |m| m["target"] == "trade" && m["arguments"][0]["type"] == "trade").await.unwrap();
+    assert!(trade["arguments"][0]["size"].as_u64().unwrap() > 0, "{trade}");
+}

@@ -71,11 +71,19 @@ impl Server {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(20);
+        // The feed starts before the server listens, so a fast replay logs "replay finished" before "listening
+        // on": the lines read here are handed on in `log` too.
+        let mut early = Vec::new();
         let addr = loop {
             match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(line) => {
-                    if let Some(rest) = line.split("listening on http://").nth(1) {
-                        break rest.split_whitespace().next().unwrap().parse().unwrap();
+                    let addr = line
+                        .split("listening on http://")
+                        .nth(1)
+                        .map(|rest| rest.split_whitespace().next().unwrap().parse::<SocketAddr>().unwrap());
+                    early.push(line);
+                    if let Some(addr) = addr {
+                        break addr;
                     }
                 }
                 Err(_) => {
@@ -85,7 +93,16 @@ impl Server {
                 }
             }
         };
-        Server { child, addr, log: rx, own_data_dir: None }
+        let (tx, log) = mpsc::channel();
+        early.into_iter().for_each(|l| tx.send(l).unwrap());
+        std::thread::spawn(move || {
+            for line in rx {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Server { child, addr, log, own_data_dir: None }
     }
 
     pub fn ws_url(&self) -> String {
