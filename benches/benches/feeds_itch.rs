@@ -1,7 +1,8 @@
-//! ITCH replay, per source message: parsing alone, parsing plus the order book, and parsing plus the book plus
-//! publishing (prints at once, books and ticks per batch of [`MAX_BATCH`] messages, as `--speed max` does).
-//! Also the cost of encoding one 10-level `book.*` message. The input is 1,000,000 messages of the generator
-//! over 50 symbols, in memory (no file IO).
+//! ITCH replay, per source message: parsing alone, parsing plus the order book (nothing published), and the
+//! whole `--speed max` replay of a file (`Replay::run`: read, parse, book, prints at once, books and ticks once
+//! per millisecond) into a fresh engine with no subscriber. Also the cost of encoding one 10-level `book.*`
+//! message. The input is 1,000,000 messages of the generator over 50 symbols (in memory, and for the replay
+//! in a file the page cache holds).
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use marquee_engine::depth::{encode_book_bin, encode_book_json};
@@ -10,8 +11,9 @@ use marquee_feeds::itch::{self, Reader};
 use marquee_feeds::itch_gen::ItchGenerator;
 use marquee_feeds::itch_replay::ItchBooks;
 use marquee_feeds::market::MarketOut;
-use marquee_feeds::md_replay::MAX_BATCH;
+use marquee_feeds::{Replay, ReplayOptions, Speed};
 use std::hint::black_box;
+use std::sync::atomic::AtomicBool;
 
 const MESSAGES: u64 = 1_000_000;
 
@@ -23,10 +25,10 @@ fn file() -> Vec<u8> {
     f
 }
 
-/// Applies every message of `f`; `publish` false mutes the output (book work only).
-fn replay(f: &[u8], publish: bool) -> u64 {
+/// Applies every message of `f` to muted books: the book work alone.
+fn books_only(f: &[u8]) -> u64 {
     let mut out = MarketOut::new(Engine::new(EngineConfig::default()), 10);
-    out.set_muted(!publish);
+    out.set_muted(true);
     let mut books = ItchBooks::new(&[]);
     let mut r = Reader::new(f);
     let mut n = 0u64;
@@ -34,12 +36,16 @@ fn replay(f: &[u8], publish: bool) -> u64 {
         let Ok(msg) = itch::parse(bytes) else { continue };
         let _ = books.apply(&msg, &mut out, 1);
         n += 1;
-        if n % u64::from(MAX_BATCH) == 0 {
-            let _ = out.flush(1);
-        }
     }
-    let _ = out.flush(1);
     n
+}
+
+/// The server's replay of the file at `--speed max`, into a fresh engine.
+fn replay(path: &std::path::Path) -> u64 {
+    let mut o = ReplayOptions::new(path);
+    o.speed = Speed::Max;
+    let r = Replay::prepare(&Engine::new(EngineConfig::default()), o).unwrap();
+    r.run(&AtomicBool::new(false)).unwrap().market.unwrap().messages
 }
 
 fn itch(c: &mut Criterion) {
@@ -58,8 +64,11 @@ fn itch(c: &mut Criterion) {
         })
     });
     // A fresh engine and books each round (topics and order table built from empty, as a replay starts).
-    g.bench_function("parse_book", |b| b.iter_batched(|| (), |()| replay(&f, false), BatchSize::PerIteration));
-    g.bench_function("parse_book_publish", |b| b.iter_batched(|| (), |()| replay(&f, true), BatchSize::PerIteration));
+    g.bench_function("parse_book", |b| b.iter_batched(|| (), |()| books_only(&f), BatchSize::PerIteration));
+    let path = std::env::temp_dir().join(format!("marquee-bench-{}.itch", std::process::id()));
+    std::fs::write(&path, &f).unwrap();
+    g.bench_function("replay_max", |b| b.iter_batched(|| (), |()| replay(&path), BatchSize::PerIteration));
+    let _ = std::fs::remove_file(&path);
     g.finish();
 
     let side: Vec<BookLevel> = (0..10)

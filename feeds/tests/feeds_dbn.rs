@@ -253,7 +253,11 @@ fn feeds_dbn_books_go_out_between_events_only() {
     recs.push(mbo(t + 1, a, b'A', b'B', 3, px("9"), 1, true));
     let path = write("events", false, &meta(Schema::Mbo, &[("AAPL", a), ("MSFT", m)]), &recs);
     let e = engine();
-    let s = replay(&e, opts(&path));
+    // Paced (so fast that nothing sleeps): books go out every MAX_BATCH messages, not once per millisecond as
+    // at `max`, so the flush lands where this test puts it.
+    let mut o = opts(&path);
+    o.speed = Speed::Factor(1e12);
+    let s = replay(&e, o);
     assert_eq!(s.messages, recs.len() as u64);
     let published = books(&e, "AAPL");
     assert!(published.len() >= 2, "the book went out at the batch flush and at the end: {}", published.len());
