@@ -11,8 +11,9 @@
 //!   book, so the binary search ends near the end and inserts and removals there move few elements;
 //! - orders live in a slab (`Vec` plus free list) and each level threads its orders in arrival order through
 //!   `prev`/`next` indices: price-time priority with O(1) removal anywhere in the queue;
-//! - the id table is a `HashMap` with the Fx hasher (ids are trusted feed integers, not attacker-chosen keys
-//!   on a network path).
+//! - the id table indexes pages of consecutive ids directly ([`crate::order_ids`]): ITCH ids are dense and
+//!   recent ones are the busy ones, so lookups stay in a few cache lines; sparse 64-bit ids fall back to an
+//!   Fx-hashed map (ids are feed integers, not keys an attacker on a network path chooses).
 //!
 //! ## Edges
 //! - An add for an id already resting is refused ([`BookError::DuplicateOrder`]); a reference to an unknown id
@@ -36,8 +37,8 @@
 //! assert_eq!(asks[0].size, 200);
 //! ```
 
+use crate::order_ids::OrderIds;
 use marquee_engine::{BookLevel, Price};
-use rustc_hash::FxHashMap;
 use std::fmt;
 
 /// The side an order rests on.
@@ -137,7 +138,7 @@ pub struct Books {
     books: Vec<Book>,
     slab: Vec<Order>,
     free: Vec<u32>,
-    ids: FxHashMap<u64, u32>,
+    ids: OrderIds,
 }
 
 impl Books {
@@ -167,24 +168,16 @@ impl Books {
         if book as usize >= self.books.len() {
             return Err(BookError::UnknownBook(book));
         }
-        let slot = match self.ids.entry(id) {
-            std::collections::hash_map::Entry::Occupied(_) => return Err(BookError::DuplicateOrder(id)),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                let order = Order { id, book, side, price: price.units(), size, prev: NIL, next: NIL };
-                let slot = match self.free.pop() {
-                    Some(s) => {
-                        self.slab[s as usize] = order;
-                        s
-                    }
-                    None => {
-                        self.slab.push(order);
-                        (self.slab.len() - 1) as u32
-                    }
-                };
-                v.insert(slot);
-                slot
-            }
-        };
+        let slot = self.free.last().copied().unwrap_or(self.slab.len() as u32);
+        if !self.ids.insert(id, slot) {
+            return Err(BookError::DuplicateOrder(id));
+        }
+        let order = Order { id, book, side, price: price.units(), size, prev: NIL, next: NIL };
+        if self.free.pop().is_some() {
+            self.slab[slot as usize] = order;
+        } else {
+            self.slab.push(order);
+        }
         let k = key(side, price.units());
         let levels = self.books[book as usize].side(side);
         let i = match levels.binary_search_by(|l| l.key.cmp(&k)) {
@@ -228,7 +221,7 @@ impl Books {
     /// Replaces an order: the old one leaves, a new one with `new_id` rests on the same side of the same book at
     /// the back of its level's queue (ITCH `U`: the replacement loses its time priority). Returns the book.
     pub fn replace(&mut self, old_id: u64, new_id: u64, price: Price, size: u64) -> Result<u32, BookError> {
-        if new_id != old_id && self.ids.contains_key(&new_id) {
+        if new_id != old_id && self.ids.get(new_id).is_some() {
             return Err(BookError::DuplicateOrder(new_id));
         }
         let (o, _) = self.reduce(old_id, u64::MAX)?;
@@ -239,7 +232,7 @@ impl Books {
     /// Changes an order's price and size in place of a cancel and add (DBN `Modify`): it keeps its place in the
     /// queue only when the price is the same and the size did not grow, as exchanges do.
     pub fn modify(&mut self, id: u64, price: Price, size: u64) -> Result<u32, BookError> {
-        let &slot = self.ids.get(&id).ok_or(BookError::UnknownOrder(id))?;
+        let slot = self.ids.get(id).ok_or(BookError::UnknownOrder(id))?;
         let o = self.slab[slot as usize];
         if o.price == price.units() && size <= o.size && size > 0 {
             self.reduce(id, o.size - size)?;
@@ -260,7 +253,7 @@ impl Books {
             let mut at = l.head;
             while at != NIL {
                 let o = self.slab[at as usize];
-                self.ids.remove(&o.id);
+                self.ids.remove(o.id);
                 self.free.push(at);
                 at = o.next;
             }
@@ -268,7 +261,7 @@ impl Books {
     }
 
     fn reduce(&mut self, id: u64, size: u64) -> Result<(Order, u64), BookError> {
-        let &slot = self.ids.get(&id).ok_or(BookError::UnknownOrder(id))?;
+        let slot = self.ids.get(id).ok_or(BookError::UnknownOrder(id))?;
         let o = self.slab[slot as usize];
         let taken = size.min(o.size);
         let k = key(o.side, o.price);
@@ -300,7 +293,7 @@ impl Books {
         if level.orders == 0 {
             levels.remove(i);
         }
-        self.ids.remove(&id);
+        self.ids.remove(id);
         self.free.push(slot);
         Ok((o, taken))
     }
@@ -365,7 +358,7 @@ impl Books {
 
     /// An order's book, side, price and remaining size.
     pub fn order(&self, id: u64) -> Option<(u32, BookSide, Price, u64)> {
-        let o = self.slab[*self.ids.get(&id)? as usize];
+        let o = self.slab[self.ids.get(id)? as usize];
         Some((o.book, o.side, Price(o.price), o.size))
     }
 }

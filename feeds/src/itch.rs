@@ -270,8 +270,9 @@ pub struct Reader<R> {
     eof: bool,
 }
 
-/// Buffer size: large enough that refills are rare, small enough to stay in L2.
-const BUF: usize = 1 << 20;
+/// Buffer size: room for any record (2 + 65,535 bytes) twice over, and small enough that what a refill copies
+/// in is still in L2 when it is parsed (a 1 MiB buffer measured 15-20% slower: every line missed to L3).
+const BUF: usize = 128 << 10;
 
 impl<R: Read> Reader<R> {
     /// A reader of `src` from its current position (offset 0).

@@ -15,7 +15,9 @@
 //! | `P` hidden trade | 3% |
 //! | `C` executed with price | 0.5% |
 //!
-//! The same seed gives the same file. Timestamps start at 09:30 and grow by `spacing_ns` on average.
+//! Deletes, replaces and partial cancels mostly name recent orders (three in four among a symbol's 8 newest), as
+//! on a real day where most orders live moments and a few rest for hours. The same seed gives the same file.
+//! Timestamps start at 09:30 and grow by `spacing_ns` on average.
 //!
 //! ```
 //! use marquee_feeds::itch_gen::ItchGenerator;
@@ -170,8 +172,13 @@ impl ItchGenerator {
         if buy { mid.saturating_sub(cents * 100).max(100) } else { mid + cents * 100 }
     }
 
+    /// The order a delete, replace or partial cancel names: three times in four one of the symbol's 8 newest
+    /// (the live list keeps arrival order at its end, give or take the swaps of removals), else any. Real order
+    /// flow is like that: most orders are cancelled or replaced within moments of their arrival, a few rest
+    /// for long; it is also what makes a book builder's memory access local.
     fn pick(&mut self, si: usize) -> usize {
-        self.rng.below(self.syms[si].live.len() as u64) as usize
+        let n = self.syms[si].live.len() as u64;
+        if self.rng.below(4) == 0 { self.rng.below(n) as usize } else { (n - 1 - self.rng.below(n.min(8))) as usize }
     }
 
     /// The best resting order of a side (the first of the best price), else any.

@@ -33,6 +33,7 @@ pub mod itch_gen;
 pub mod itch_replay;
 pub mod market;
 pub mod md_replay;
+mod order_ids;
 mod pace;
 pub mod replay;
 pub mod synthetic;

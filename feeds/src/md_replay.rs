@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 pub const MAX_BATCH: u32 = 1024;
 
 /// At [`Speed::Max`], the books touched are published once per this much wall time.
-pub const MAX_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(1);
+pub const MAX_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// A malformed record of a binary file.
 #[derive(Clone, Debug, PartialEq, Eq)]

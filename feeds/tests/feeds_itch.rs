@@ -300,7 +300,8 @@ fn itch_replay_symbol_filter_and_generated_file() {
     let m = s.market.unwrap();
     assert_eq!((m.skipped, m.book_errors, m.truncated_at), (0, 0, None), "a generated file is consistent");
     assert_eq!(m.messages, 30_000 + 7);
-    assert!(m.published.trades > 1_000 && m.published.books > 100, "{m:?}");
+    // Every print goes out; books at least once per symbol (at `max`, once per 10 ms and at the end).
+    assert!(m.published.trades > 1_000 && m.published.books >= 6, "{m:?}");
     assert_eq!(engine.topic_names("book.").len(), 6);
 
     let (engine, s) = replay(&file.0, &[g.symbols()[0]]);
