@@ -348,7 +348,7 @@ pub struct Replay {
 #[derive(Debug)]
 enum Inner {
     Csv(CsvReplay),
-    Itch(crate::itch_replay::ItchReplay),
+    Itch(Box<crate::itch_replay::ItchReplay>),
     Dbn(crate::dbn_replay::DbnReplay),
 }
 
@@ -363,7 +363,7 @@ impl Replay {
         }
         let inner = match FileFormat::detect(&opts.path)? {
             FileFormat::Csv => Inner::Csv(CsvReplay::prepare(engine, opts)?),
-            FileFormat::Itch => Inner::Itch(crate::itch_replay::ItchReplay::prepare(engine, opts.md())?),
+            FileFormat::Itch => Inner::Itch(Box::new(crate::itch_replay::ItchReplay::prepare(engine, opts.md())?)),
             FileFormat::Dbn => {
                 Inner::Dbn(crate::dbn_replay::DbnReplay::prepare(engine, opts.md()).map_err(ReplayError::Dbn)?)
             }
