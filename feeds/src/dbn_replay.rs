@@ -302,6 +302,11 @@ struct Mbp<'a> {
     levels: &'a [BidAskPair],
 }
 
+/// An MBP record of either depth as [`Rec::Mbp`].
+fn mbp(action: std::ffi::c_char, side: std::ffi::c_char, price: i64, size: u32, levels: &[BidAskPair]) -> Rec<'_> {
+    Rec::Mbp(Mbp { action: action as u8, side: side as u8, price, size, levels })
+}
+
 /// What applying one record did.
 enum Applied {
     Ok,
@@ -764,27 +769,14 @@ impl DbnReplay {
                 let m = rec.try_get::<MboMsg>().ok()?;
                 (Rec::Mbo(m), m.raw_index_ts(), m.flags.is_last())
             }
+            // The two MBP layouts differ only in how many levels they carry.
             Schema::Mbp1 => {
                 let m = rec.try_get::<Mbp1Msg>().ok()?;
-                let r = Rec::Mbp(Mbp {
-                    action: m.action as u8,
-                    side: m.side as u8,
-                    price: m.price,
-                    size: m.size,
-                    levels: &m.levels,
-                });
-                (r, m.raw_index_ts(), m.flags.is_last())
+                (mbp(m.action, m.side, m.price, m.size, &m.levels), m.raw_index_ts(), m.flags.is_last())
             }
             Schema::Mbp10 => {
                 let m = rec.try_get::<Mbp10Msg>().ok()?;
-                let r = Rec::Mbp(Mbp {
-                    action: m.action as u8,
-                    side: m.side as u8,
-                    price: m.price,
-                    size: m.size,
-                    levels: &m.levels,
-                });
-                (r, m.raw_index_ts(), m.flags.is_last())
+                (mbp(m.action, m.side, m.price, m.size, &m.levels), m.raw_index_ts(), m.flags.is_last())
             }
             Schema::Trades => {
                 let m = rec.try_get::<TradeMsg>().ok()?;

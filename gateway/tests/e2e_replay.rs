@@ -153,40 +153,9 @@ async fn e2e_replay_itch_books_match_a_reference_at_the_end() {
     let path = std::env::temp_dir().join(format!("marquee-e2e-{}.itch", std::process::id()));
     std::fs::write(&path, &file).unwrap();
     let want = itch_reference(&file);
-    let server = Server::start(&["replay", path.to_str().unwrap(), "--speed", "max"]);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let line = server.log.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())).unwrap();
-        if line.contains("replay finished") {
-            assert!(line.contains("50006 messages") && line.contains("0 malformed skipped"), "{line}");
-            break;
-        }
-    }
-    let _ = std::fs::remove_file(&path);
-    let (_, _, body) = http_get(server.addr, "/api/symbols").await;
-    let mut listed: Vec<String> = serde_json::from_str(&body).unwrap();
-    listed.sort();
-    let mut syms: Vec<String> = g.symbols().iter().map(|s| s.to_string()).collect();
-    syms.sort();
-    assert_eq!(listed, syms);
-
-    let mut ws = connect(&server, None).await;
-    let topics: Vec<String> = syms.iter().map(|s| format!("book.{s}")).collect();
-    send(&mut ws, json!({"op":"subscribe","id":1,"topics":topics})).await;
-    let mut seen = 0;
-    while seen < syms.len() {
-        for e in next_batch(&mut ws, 10).await {
-            if e["type"] != "snapshot" {
-                continue;
-            }
-            assert_eq!(e["event"], "book", "{e}");
-            let sym = e["symbol"].as_str().unwrap();
-            let (bids, asks) = &want[sym];
-            assert_eq!(e["bids"].as_array().unwrap(), bids, "{sym} bids");
-            assert_eq!(e["asks"].as_array().unwrap(), asks, "{sym} asks");
-            seen += 1;
-        }
-    }
+    let syms: Vec<String> = g.symbols().iter().map(|s| s.to_string()).collect();
+    let line = replay_and_match_books(&path, &syms, &want).await;
+    assert!(line.contains("50006 messages") && line.contains(" 0 malformed skipped"), "{line}");
 }
 
 /// The instruments of the DBN test: instrument id, symbol, a starting mid and a tick, in DBN units (1e-9).
@@ -362,25 +331,33 @@ async fn e2e_replay_dbn_mbo_books_match_a_reference_at_the_end() {
     write_dbn_mbo(&path, &records);
     let want = dbn_mbo_reference(&records);
     assert!(want.values().all(|(b, a)| b.len() == 10 && a.len() == 10), "every book is ten levels deep");
+    let syms: Vec<String> = DBN_INSTRUMENTS.iter().map(|i| i.1.to_owned()).collect();
+    let line = replay_and_match_books(&path, &syms, &want).await;
+    let clean = [" 0 malformed skipped", " 0 unknown-order references"];
+    assert!(line.contains("20000 messages") && clean.iter().all(|c| line.contains(c)), "{line}");
+}
+
+/// Replays `path` at `--speed max` in the real server, then checks that it lists exactly `symbols` and that a
+/// WebSocket client's snapshot of each `book.<SYMBOL>` is `want`'s (bids, asks). Removes the file; returns the
+/// server's "replay finished" line.
+async fn replay_and_match_books(
+    path: &std::path::Path,
+    symbols: &[String],
+    want: &HashMap<String, (Vec<Value>, Vec<Value>)>,
+) -> String {
     let server = Server::start(&["replay", path.to_str().unwrap(), "--speed", "max"]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
+    let finished = loop {
         let line = server.log.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())).unwrap();
         if line.contains("replay finished") {
-            assert!(
-                line.contains("20000 messages")
-                    && line.contains(" 0 malformed skipped")
-                    && line.contains(" 0 unknown-order references"),
-                "{line}"
-            );
-            break;
+            break line;
         }
-    }
-    let _ = std::fs::remove_file(&path);
+    };
+    let _ = std::fs::remove_file(path);
     let (_, _, body) = http_get(server.addr, "/api/symbols").await;
     let mut listed: Vec<String> = serde_json::from_str(&body).unwrap();
     listed.sort();
-    let mut syms: Vec<String> = DBN_INSTRUMENTS.iter().map(|i| i.1.to_owned()).collect();
+    let mut syms = symbols.to_vec();
     syms.sort();
     assert_eq!(listed, syms);
 
@@ -401,4 +378,5 @@ async fn e2e_replay_dbn_mbo_books_match_a_reference_at_the_end() {
             seen += 1;
         }
     }
+    finished
 }
