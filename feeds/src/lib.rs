@@ -26,6 +26,7 @@ pub mod book;
 mod csv_lines;
 pub mod csv_replay;
 pub mod dbn_replay;
+mod dbn_source;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod itch;
