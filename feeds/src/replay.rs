@@ -232,6 +232,8 @@ pub enum ReplayError {
     Publish { topic: String, line: u64, error: PublishError },
     /// The file could not be read.
     Io { file: PathBuf, error: std::io::Error },
+    /// None of the symbols asked for (`--symbols`) is in the file (CSV, whose symbols are read up front).
+    NoSymbols { file: PathBuf, wanted: Vec<String> },
     /// The file is none of the formats a replay reads.
     UnknownFormat { file: PathBuf },
     /// ITCH or DBN market data could not be published.
@@ -250,6 +252,9 @@ impl fmt::Display for ReplayError {
             ReplayError::Row(e) => e.fmt(f),
             ReplayError::Publish { topic, line, error } => write!(f, "{topic}: line {line}: {error}"),
             ReplayError::Io { file, error } => write!(f, "{}: {error}", file.display()),
+            ReplayError::NoSymbols { file, wanted } => {
+                write!(f, "{}: none of the symbols {} is in the file", file.display(), wanted.join(","))
+            }
             ReplayError::UnknownFormat { file } => write!(
                 f,
                 "{}: not a file Marquee can replay: expected CSV ticks, Databento DBN (.dbn, .dbn.zst) or NASDAQ \
@@ -417,6 +422,9 @@ impl CsvReplay {
             return Err(ReplayError::NoRows { file: opts.path });
         }
         symbols.retain(|s| opts.wants(s));
+        if symbols.is_empty() {
+            return Err(ReplayError::NoSymbols { file: opts.path, wanted: opts.symbols });
+        }
         let writers = create_topics(engine, symbols.iter().map(String::as_str))
             .map_err(|(topic, error)| ReplayError::Topic { topic, error })?;
         let writers = symbols.iter().cloned().zip(writers).collect();

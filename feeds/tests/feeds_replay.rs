@@ -226,6 +226,11 @@ fn replay_prepare_errors() {
     let e = Replay::prepare(&engine, opts(f.path(), Speed::Max)).unwrap_err();
     assert_eq!(e.to_string(), format!("{}: no valid rows", f.path().display()));
 
+    let mut o = opts(Path::new(SAMPLE), Speed::Max);
+    o.symbols = vec!["XYZ".into(), "aapl".into()];
+    let e = Replay::prepare(&engine, o).unwrap_err();
+    assert!(e.to_string().ends_with("none of the symbols XYZ,aapl is in the file"), "{e}");
+
     let e = Replay::prepare(&engine, opts(Path::new(SAMPLE), Speed::Factor(-2.0))).unwrap_err();
     assert_eq!(e.to_string(), "invalid speed -2");
 

@@ -87,6 +87,12 @@ fn log_summary(s: &ReplaySummary, took: std::time::Duration) {
     for e in &m.first_errors {
         tracing::warn!("skipped record: {e}");
     }
+    let p = m.published;
+    if p.books + p.trades + p.ticks == 0 {
+        tracing::warn!(
+            "the replay published nothing: do --symbols (exact, case-sensitive), --start and --end match the file?"
+        );
+    }
     if let Some(at) = m.truncated_at {
         tracing::warn!("the file ends inside the record at byte {at}: replay ended there");
     }
