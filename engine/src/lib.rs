@@ -18,6 +18,7 @@ pub mod session;
 mod sync;
 pub mod tick;
 pub mod topic;
+mod zeroed;
 
 pub use codec::{BatchWriter, Encoding, EventFieldsError, HubStream, Kind, check_event_fields, valid_event_type};
 pub use depth::{

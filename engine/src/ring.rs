@@ -1,8 +1,9 @@
 //! A topic's ring of recent messages: one writer, any number of lock-free readers, overwrite-oldest.
 //!
-//! Each slot is a small seqlock made only of atomics, so there is no `unsafe` here: the slot's first word holds
-//! the seq of the message in it (or [`BUSY`] while the writer rewrites it); the rest hold the publish time, the
-//! body lengths and the encoded bodies (JSON, then binary) packed into `u64` words. A reader copies the words it
+//! Each slot is a small seqlock made only of atomics, so reads and writes need no `unsafe` (the memory itself comes
+//! from `zeroed.rs`, lazily zeroed): the slot's first word holds the seq of the message in it (or [`BUSY`] while
+//! the writer rewrites it); the rest hold the publish time, the body lengths and the encoded bodies (JSON, then
+//! binary) packed into `u64` words. A reader copies the words it
 //! needs straight into its connection's batch and then checks that the slot's seq did not move; if it did, the
 //! copy is rolled back and the reader learns it was lapped.
 //!
@@ -28,6 +29,7 @@
 
 use crate::codec::{BatchWriter, Encoding, Kind};
 use crate::sync::{AtomicU64, Ordering, fence};
+use crate::zeroed::ZeroedWords;
 use crossbeam_utils::CachePadded;
 
 /// Marks a slot the writer is rewriting.
@@ -76,7 +78,7 @@ pub(crate) struct Ring {
     /// `HEADER_WORDS` + data words.
     stride: usize,
     slot_bytes: usize,
-    words: Box<[AtomicU64]>,
+    words: ZeroedWords,
     /// Highest published seq, 0 before the first. Written only by the topic's writer (Release, after the slot);
     /// read by readers (Acquire) to learn how far they may read.
     head: CachePadded<AtomicU64>,
@@ -92,7 +94,7 @@ impl Ring {
     pub(crate) fn new(cfg: RingConfig) -> Ring {
         assert!(cfg.capacity.is_power_of_two(), "ring capacity must be a power of two");
         let stride = HEADER_WORDS + cfg.slot_bytes.div_ceil(8) + 1;
-        let words = (0..cfg.capacity * stride).map(|_| AtomicU64::new(0)).collect();
+        let words = ZeroedWords::new(cfg.capacity * stride);
         Ring {
             mask: cfg.capacity as u64 - 1,
             stride,
