@@ -401,6 +401,22 @@ mod tests {
     }
 
     #[test]
+    fn depth_signalr_messagepack_carries_the_levels_as_nested_arrays() {
+        let mut json = Vec::new();
+        encode_book_json(&mut json, "book.A", 1, 1, 1, &[lv(18722, 300, 2), lv(18721, 5, 1)], &[lv(18724, 7, 1)]);
+        let mut b = BatchWriter::new(Encoding::SignalR);
+        b.set_msgpack(true);
+        b.push_stored(Kind::Book, None, &json, &[]);
+        let frame = b.finish().unwrap().to_vec();
+        let (len, at) = crate::msgpack::get_varint(&frame).unwrap().unwrap();
+        let (msg, _) = crate::msgpack::decode(&frame[at..at + len]).unwrap();
+        // [1, headers, invocationId, target, arguments]: the argument is the native event, levels included.
+        assert_eq!(msg[3], "book");
+        assert_eq!(msg[4][0]["bids"], serde_json::json!([[187.22, 300, 2], [187.21, 5, 1]]));
+        assert_eq!(msg[4][0]["asks"], serde_json::json!([[187.24, 7, 1]]));
+    }
+
+    #[test]
     fn depth_malformed_binary_is_refused_not_panicked() {
         let mut bin = Vec::new();
         encode_book_bin(&mut bin, "book.AAPL", 1, 1, 1, &[lv(1, 1, 1)], &[lv(2, 2, 2)]);
