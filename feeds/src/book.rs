@@ -322,6 +322,12 @@ impl Books {
         Some(BookLevel { price: Price(key(side, l.key)), size: l.size, orders: l.orders })
     }
 
+    /// Reads order `id`'s slab entry (its size; 0 when the order is unknown), for a caller that wants it in
+    /// cache before the message naming it is applied: see `ItchBooks::warm`.
+    pub fn peek_size(&self, id: u64) -> u64 {
+        self.ids.get(id).map_or(0, |slot| self.slab[slot as usize].size)
+    }
+
     /// The first order (next to trade) at one price level.
     pub fn front(&self, book: u32, side: BookSide, price: Price) -> Option<u64> {
         let l = self.level(book, side, price)?;

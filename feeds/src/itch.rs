@@ -307,6 +307,12 @@ impl<R: Read> Reader<R> {
         }
     }
 
+    /// The bytes read from the source and not yet returned: the next messages, the last of them possibly cut
+    /// short (it is whole once a later call refills the buffer).
+    pub fn unread(&self) -> &[u8] {
+        &self.buf[self.at..self.end]
+    }
+
     /// Moves the unread tail to the front and reads until the buffer is full or the source ends.
     fn refill(&mut self) -> io::Result<()> {
         self.buf.copy_within(self.at..self.end, 0);
