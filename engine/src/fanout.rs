@@ -268,7 +268,7 @@ impl Subscriber {
     /// subscribed, this returns false and changes nothing.
     pub fn set_datagram(&mut self, name: &str, datagram: bool) -> bool {
         let Some(c) = self.cursors.iter_mut().find(|c| c.topic.name() == name) else { return false };
-        if c.topic.class() != TopicClass::Conflating || name.starts_with(crate::depth::BOOK_PREFIX) {
+        if !c.topic.datagrams() {
             return false;
         }
         c.datagram = datagram;

@@ -169,21 +169,29 @@ impl Engine {
             TopicClass::Conflating => self.config.ring,
             TopicClass::Reliable => self.config.reliable_ring,
         };
-        self.create_topic_inner(name, epoch, ring)
+        self.create_topic_inner(name, epoch, ring, true)
     }
 
     /// Registers `name` with the engine's epoch and a ring of its own size (e.g. the small rings of `users.*`,
     /// one per user).
     pub fn create_topic_with_ring(&self, name: &str, ring: RingConfig) -> Result<TopicWriter, CreateTopicError> {
-        self.create_topic_inner(name, self.epoch, ring)
+        self.create_topic_inner(name, self.epoch, ring, true)
     }
 
     /// Registers a `book.*` topic whose ring fits books of `depth` levels per side ([`crate::depth::book_ring`]).
+    /// Its messages never go as datagrams: a deep book outgrows one, and a book that never fits never arrives.
     pub fn create_book_topic(&self, name: &str, depth: usize) -> Result<TopicWriter, CreateTopicError> {
-        self.create_topic_inner(name, self.epoch, crate::depth::book_ring(depth))
+        self.create_topic_inner(name, self.epoch, crate::depth::book_ring(depth), false)
     }
 
-    fn create_topic_inner(&self, name: &str, epoch: u64, ring: RingConfig) -> Result<TopicWriter, CreateTopicError> {
+    /// `datagrams`: the topic's messages may go as datagrams when its class allows it (see [`Topic::datagrams`]).
+    fn create_topic_inner(
+        &self,
+        name: &str,
+        epoch: u64,
+        ring: RingConfig,
+        datagrams: bool,
+    ) -> Result<TopicWriter, CreateTopicError> {
         if !valid_topic_name(name) {
             return Err(CreateTopicError::InvalidName);
         }
@@ -196,6 +204,7 @@ impl Engine {
             id,
             name: name.into(),
             class: TopicClass::of(name),
+            datagrams: datagrams && TopicClass::of(name) == TopicClass::Conflating,
             epoch,
             ring: Ring::new(ring),
             subs: Mutex::new(Vec::new()),
@@ -261,6 +270,8 @@ pub struct Topic {
     id: TopicId,
     name: Box<str>,
     class: TopicClass,
+    /// Subscribers may take this topic as datagrams: conflating, and messages small enough for one.
+    datagrams: bool,
     epoch: u64,
     pub(crate) ring: Ring,
     /// Signals of subscribed connections. Locked by subscribe/unsubscribe and by the writer only when
@@ -305,6 +316,12 @@ impl Topic {
     /// Seq of the oldest message the ring still holds (1 when it has not wrapped; 1 also when empty).
     pub fn oldest(&self) -> u64 {
         self.head().saturating_sub(self.ring.capacity() - 1).max(1)
+    }
+
+    /// True when subscribers may take the topic as QUIC datagrams: conflating topics (where loss is visible by
+    /// seq and the newest value wins), except books, which can outgrow a datagram.
+    pub fn datagrams(&self) -> bool {
+        self.datagrams
     }
 
     /// Ring slots.
