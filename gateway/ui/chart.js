@@ -12,6 +12,7 @@
 // and `data-interval-ms`.
 
 import { fmtCompact, fmtTime } from './format.js';
+import { fitCanvas } from './sparkline.js';
 
 /** Candle length. */
 export const CANDLE_MS = 5000;
@@ -112,15 +113,7 @@ export class CandleChart {
   }
 
   resize() {
-    const dpr = window.devicePixelRatio || 1;
-    const w = Math.round(this.cssW);
-    const h = Math.round(this.cssH);
-    if (w === this.w && h === this.h && dpr === this.dpr) return;
-    this.w = w;
-    this.h = h;
-    this.dpr = dpr;
-    this.canvas.width = Math.round(w * dpr);
-    this.canvas.height = Math.round(h * dpr);
+    if (!fitCanvas(this, this.canvas, Math.round(this.cssW), Math.round(this.cssH))) return;
     // Resizing resets the context state. The font is set only here: setting it
     // makes Chrome resolve the canvas's style, a forced style recalc per frame.
     this.ctx.font = FONT;

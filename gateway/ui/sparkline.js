@@ -5,6 +5,21 @@ export const SPARK_POINTS = 60;
 // One point per bucket (the last price in it), so 60 points show the last 30 s whatever the tick rate.
 export const SPARK_BUCKET_MS = 500;
 
+/**
+ * Keeps `canvas`'s backing store at `w` x `h` CSS pixels times devicePixelRatio, remembering the size in
+ * `owner.w`, `owner.h` and `owner.dpr`. Returns true when it resized (which resets the context's state).
+ */
+export function fitCanvas(owner, canvas, w, h) {
+  const dpr = window.devicePixelRatio || 1;
+  if (w === owner.w && h === owner.h && dpr === owner.dpr) return false;
+  owner.w = w;
+  owner.h = h;
+  owner.dpr = dpr;
+  canvas.width = Math.round(w * dpr);
+  canvas.height = Math.round(h * dpr);
+  return true;
+}
+
 export class Sparkline {
   constructor(canvas, points = SPARK_POINTS) {
     this.canvas = canvas;
@@ -43,15 +58,7 @@ export class Sparkline {
   }
 
   resize() {
-    const dpr = window.devicePixelRatio || 1;
-    const w = this.cssW || 96;
-    const h = this.cssH || 24;
-    if (w === this.w && h === this.h && dpr === this.dpr) return;
-    this.w = w;
-    this.h = h;
-    this.dpr = dpr;
-    this.canvas.width = Math.round(w * dpr);
-    this.canvas.height = Math.round(h * dpr);
+    fitCanvas(this, this.canvas, this.cssW || 96, this.cssH || 24);
   }
 
   draw() {

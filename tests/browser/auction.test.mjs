@@ -10,22 +10,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { CHROME_ARGS, CHROMIUM, RESULTS, baseUrl } from './harness.mjs';
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const RESULTS = path.join(HERE, 'test-results');
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
-const CHROME_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-quic',
-];
-
-function baseUrl() {
-  const raw = process.env.MARQUEE_URL;
-  assert.ok(raw, 'MARQUEE_URL is not set: point it at a running Marquee server');
-  return raw.replace(/\/+$/, '');
-}
 
 // An open lot that ends soon enough for the test to see it close, but not so
 // soon that the bids could miss it. Replacement lots keep coming, so wait.

@@ -14,44 +14,11 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { CHROME_ARGS, CHROMIUM, RESULTS, baseUrl, defaultWatchlist, getSymbols } from './harness.mjs';
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const RESULTS = path.join(HERE, 'test-results');
 const SCREENSHOT = path.join(RESULTS, 'depth.png');
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
-const DEFAULTS = ['AAPL', 'MSFT', 'NVDA', 'TSLA', 'AMZN'];
 const TAPE_ROWS = 50;
-const CHROME_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-quic',
-];
-
-function baseUrl() {
-  const raw = process.env.MARQUEE_URL;
-  assert.ok(raw, 'MARQUEE_URL is not set: point it at a running Marquee server, e.g. MARQUEE_URL=http://127.0.0.1:8080');
-  return raw.replace(/\/+$/, '');
-}
-
-async function getSymbols(base) {
-  let res;
-  try {
-    res = await fetch(`${base}/api/symbols`, { signal: AbortSignal.timeout(10_000) });
-  } catch (e) {
-    assert.fail(`GET ${base}/api/symbols failed (is the server running?): ${e.message}`);
-  }
-  assert.equal(res.status, 200, `GET /api/symbols returned HTTP ${res.status}`);
-  const list = await res.json();
-  assert.ok(Array.isArray(list) && list.length > 0, 'GET /api/symbols should be a non-empty array');
-  return list;
-}
-
-// Same rule as app.js: the defaults that exist, else the first five symbols.
-function defaultWatchlist(symbols) {
-  const d = DEFAULTS.filter((s) => symbols.includes(s));
-  return d.length ? d : symbols.slice(0, 5);
-}
 
 /** Waits for `fn(arg)` in the page to be truthy, failing with `what` (and the last value of `show`) on timeout. */
 async function waitFor(page, what, fn, arg, timeout, show) {
