@@ -107,6 +107,9 @@ struct Inner {
     polling: bool,
     last_poll: Instant,
     posting: bool,
+    /// Hub messages POSTed before any transport claimed the connection, handed to the session when one does (as
+    /// ASP.NET Core buffers them in the connection's pipe until the hub starts with the first transport request).
+    early: Vec<u8>,
     /// Everything, the Close message included, was handed to the transport; the connection is over.
     ended: bool,
     /// Stateful reconnect: when the WebSocket dropped and the session was put back here to wait for a new one.
@@ -232,6 +235,7 @@ async fn negotiate(
             polling: false,
             last_poll: now,
             posting: false,
+            early: Vec::new(),
             ended: false,
             parked_at: None,
         }),
@@ -321,9 +325,11 @@ async fn connect_websocket(
         if (inner.transport.is_some() && !resuming) || inner.ended {
             return Err(conflict("this connection already has a transport"));
         }
-        let (Some(session), Some(ops_rx)) = (inner.session.take(), inner.ops_rx.take()) else {
+        let (Some(mut session), Some(ops_rx)) = (inner.session.take(), inner.ops_rx.take()) else {
             return Err(conflict("this connection already has a transport"));
         };
+        let mut early = std::mem::take(&mut inner.early);
+        hand_over_early(&state, &mut session, &mut early, &inner.ops_tx);
         inner.transport = Some(Transport::WebSockets);
         inner.parked_at = None;
         let ops = (inner.ops_tx.clone(), ops_rx);
@@ -496,13 +502,21 @@ fn hub_frame(bytes: Vec<u8>, binary: bool) -> Message {
     }
 }
 
-/// Claims the connection for SSE or long polling; the first request decides.
-fn claim(conn: &Conn, transport: Transport) -> Result<bool, ApiError> {
+/// Claims the connection for SSE or long polling; the first request decides. Hub messages POSTed before it are
+/// handed to the session now, once the session knows its transport (SSE carries text only).
+fn claim(state: &Arc<AppState>, conn: &Conn, transport: Transport) -> Result<bool, ApiError> {
     let mut inner = lock(&conn.inner);
     match inner.transport {
         None if !inner.ended => {
             inner.transport = Some(transport);
             inner.last_heard = Instant::now();
+            let inner = &mut *inner;
+            if let Some(session) = inner.session.as_mut() {
+                if transport == Transport::ServerSentEvents {
+                    session.set_text_only();
+                }
+                hand_over_early(state, session, &mut inner.early, &inner.ops_tx);
+            }
             Ok(true)
         }
         Some(t) if t == transport && transport == Transport::LongPolling => Ok(false),
@@ -510,6 +524,20 @@ fn claim(conn: &Conn, transport: Transport) -> Result<bool, ApiError> {
             Err(ApiError::new(StatusCode::BAD_REQUEST, "transport_mismatch", "this connection uses WebSockets"))
         }
         _ => Err(conflict("this connection already has a transport")),
+    }
+}
+
+/// Gives the session the hub messages POSTed before its transport connected.
+fn hand_over_early(
+    state: &Arc<AppState>,
+    session: &mut Session,
+    early: &mut Vec<u8>,
+    ops_tx: &mpsc::UnboundedSender<OpResult>,
+) {
+    if !early.is_empty() {
+        session.handle_frame(early, Instant::now());
+        start_ops(session, state, ops_tx);
+        *early = Vec::new();
     }
 }
 
@@ -534,10 +562,7 @@ fn take_batch(conn: &Conn, frame: impl FnOnce(&[u8]) -> Bytes) -> Result<Option<
 }
 
 fn connect_sse(state: Arc<AppState>, conn: Arc<Conn>) -> Result<Response, ApiError> {
-    claim(&conn, Transport::ServerSentEvents)?;
-    if let Some(s) = lock(&conn.inner).session.as_mut() {
-        s.set_text_only();
-    }
+    claim(&state, &conn, Transport::ServerSentEvents)?;
     struct Stream {
         conn: Arc<Conn>,
         state: Arc<AppState>,
@@ -597,7 +622,7 @@ fn sse_event(payload: &[u8]) -> Bytes {
 }
 
 async fn long_poll(state: Arc<AppState>, conn: Arc<Conn>) -> Result<Response, ApiError> {
-    match claim(&conn, Transport::LongPolling) {
+    match claim(&state, &conn, Transport::LongPolling) {
         Err(e) => return Err(e),
         // The first poll only establishes the connection; the client ignores what it carries.
         Ok(true) => return Ok(StatusCode::OK.into_response()),
@@ -673,11 +698,9 @@ async fn send(
                     "POST requests are not allowed for WebSocket connections",
                 ));
             }
-            None => {
-                return Err(ApiError::new(StatusCode::BAD_REQUEST, "not_connected", "connect a transport first"));
-            }
-            Some(_) if inner.posting => return Err(conflict("another POST for this connection is in progress")),
-            Some(_) => inner.posting = true,
+            _ if inner.ended => return Err(unknown_id()),
+            _ if inner.posting => return Err(conflict("another POST for this connection is in progress")),
+            _ => inner.posting = true,
         }
     }
     let bytes = axum::body::to_bytes(body, MAX_POST_BODY).await;
@@ -692,6 +715,18 @@ async fn send(
         ));
     };
     inner.last_heard = Instant::now();
+    if inner.transport.is_none() {
+        // Before the first poll or SSE request: kept until a transport claims the connection.
+        if inner.early.len() + bytes.len() > MAX_POST_BODY {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("more than {MAX_POST_BODY} bytes were sent before a transport connected"),
+            ));
+        }
+        inner.early.extend_from_slice(&bytes);
+        return Ok(StatusCode::OK.into_response());
+    }
     let now = inner.last_heard;
     let ops_tx = inner.ops_tx.clone();
     let Some(session) = inner.session.as_mut() else { return Err(unknown_id()) };

@@ -232,6 +232,54 @@ async fn signalr_long_polling_newer_poll_and_delete_end_the_pending_poll_with_20
     assert_eq!(status, 404, "the connection is gone after DELETE");
 }
 
+/// What third-party clients do and ASP.NET Core accepts: hub protocol version 0, and the handshake POSTed before
+/// the first poll (long polling) or before the SSE request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signalr_version_0_and_messages_posted_before_the_first_poll_are_accepted() {
+    let server = Server::start(&[]);
+    let addr = server.addr;
+    let v0 = "{\"protocol\":\"json\",\"version\":0}\u{1e}";
+    let subscribe =
+        "{\"type\":1,\"invocationId\":\"1\",\"target\":\"Subscribe\",\"arguments\":[[\"ticks.AAPL\"]]}\u{1e}";
+
+    // Long polling: handshake and Subscribe POSTed first, then the polls.
+    let token = negotiate(addr, None).await;
+    let path = format!("/hubs/market?id={token}");
+    assert_eq!(raw(addr, "POST", &path, &[], v0).await.0, 200);
+    assert_eq!(raw(addr, "POST", &path, &[], subscribe).await.0, 200);
+    let (status, _, body) = raw(addr, "GET", &path, &[], "").await;
+    assert_eq!((status, body.as_str()), (200, ""), "the first poll only opens the connection");
+    let (status, _, body) = raw(addr, "GET", &path, &[], "").await;
+    assert_eq!(status, 200);
+    let msgs: Vec<Value> = body.split(RS).filter(|m| !m.is_empty()).map(|m| serde_json::from_str(m).unwrap()).collect();
+    assert_eq!(msgs[0], json!({}), "{body}");
+    assert_eq!(msgs[1], json!({"type": 3, "invocationId": "1"}), "{body}");
+
+    // Server-Sent Events: the handshake POSTed before the event stream is opened.
+    let token = negotiate(addr, None).await;
+    let path = format!("/hubs/market?id={token}");
+    assert_eq!(raw(addr, "POST", &path, &[], v0).await.0, 200);
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("data: {}\u{1e}") {
+        let n =
+            tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await.expect("handshake answer").unwrap();
+        assert!(n > 0, "stream ended: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+
+    // WebSockets, version 0.
+    let token = negotiate(addr, None).await;
+    let mut ws = ws_connect(addr, &format!("?id={token}")).await.unwrap();
+    send(&mut ws, v0).await;
+    assert_eq!(messages(&mut ws).await.unwrap()[0], json!({}));
+    send(&mut ws, subscribe).await;
+    assert_ticks_flow(&mut ws).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signalr_keep_alive_pings_and_a_silent_client_is_closed_with_a_reason() {
     let server = Server::start(&["--signalr-keep-alive", "200ms", "--signalr-client-timeout", "1s"]);

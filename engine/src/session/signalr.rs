@@ -19,6 +19,9 @@ use std::time::Instant;
 
 /// Invocations waiting for an asynchronous answer (bids) at once; more are refused.
 const MAX_PENDING_INVOCATIONS: usize = 64;
+/// The hub protocol version implemented, for JSON and MessagePack alike; a handshake may ask for any version up to
+/// this one.
+const HUB_PROTOCOL_VERSION: u64 = 2;
 /// Server-to-client streams open at once on one connection.
 const MAX_STREAMS: usize = 64;
 
@@ -290,6 +293,7 @@ impl Session {
         let text_only = self.hub.as_ref().is_some_and(|h| h.text_only);
         let handshake = serde_json::from_slice::<Handshake>(msg);
         let msgpack = handshake.as_ref().is_ok_and(|h| h.protocol == "messagepack");
+        let handshake_version = handshake.as_ref().map_or(0, |h| h.version);
         let refusal = match handshake {
             Err(e) => Some(format!("bad_request: the handshake must be {{\"protocol\":\"json\",\"version\":1}}: {e}")),
             Ok(h) if h.protocol == "messagepack" && text_only => Some(
@@ -301,8 +305,9 @@ impl Session {
                 "The protocol '{}' is not supported; this server speaks the 'json' and 'messagepack' hub protocols.",
                 h.protocol
             )),
-            // Version 2 adds Ack and Sequence (stateful reconnect); the client asks for it when stateful reconnect is on.
-            Ok(h) if h.version != 1 && h.version != 2 => {
+            // As ASP.NET Core's `IsVersionSupported`: every version up to the one implemented (2, which adds Ack and
+            // Sequence for stateful reconnect) is accepted, 0 and 1 included.
+            Ok(h) if h.version > HUB_PROTOCOL_VERSION => {
                 Some(format!("The server does not support version {} of the '{}' protocol.", h.version, h.protocol))
             }
             Ok(_) => None,
@@ -318,6 +323,11 @@ impl Session {
         }
         let hub = self.hub.as_mut().expect("hub session");
         hub.handshake_done = true;
+        // Ack and Sequence exist from version 2 on: a client that asked for less gets no stateful reconnect, as
+        // ASP.NET Core disables it for such a handshake.
+        if handshake_version < 2 {
+            hub.replay = None;
+        }
         // The handshake answer is JSON text whatever the protocol; what follows is in the protocol.
         self.batch.push_hub_message(b"{}");
         self.batch.set_msgpack(msgpack);
@@ -693,6 +703,32 @@ mod tests {
     }
 
     #[test]
+    fn signalr_every_hub_protocol_version_up_to_2_is_accepted_as_aspnet_core_does() {
+        let engine = Engine::new(EngineConfig::default());
+        for protocol in ["json", "messagepack"] {
+            for version in 0..=2 {
+                let mut s = Session::new(engine.clone(), Encoding::SignalR, SessionConfig::default());
+                let hs = format!("{{\"protocol\":\"{protocol}\",\"version\":{version}}}\x1e");
+                s.handle_frame(hs.as_bytes(), Instant::now());
+                let out = s.poll_transmit().unwrap().to_vec();
+                s.sent();
+                assert_eq!(out, b"{}\x1e", "{protocol} version {version}");
+                assert!(s.handshake_done() && s.poll_close().is_none(), "{protocol} version {version}");
+            }
+            let mut s = Session::new(engine.clone(), Encoding::SignalR, SessionConfig::default());
+            s.handle_frame(format!("{{\"protocol\":\"{protocol}\",\"version\":3}}\x1e").as_bytes(), Instant::now());
+            let out = String::from_utf8(s.poll_transmit().unwrap().to_vec()).unwrap();
+            assert!(out.contains("does not support version 3"), "{out}");
+        }
+        // Below version 2 there is no Ack or Sequence, so no stateful reconnect even when negotiated.
+        let mut s = Session::new(engine.clone(), Encoding::SignalR, SessionConfig::default());
+        s.enable_stateful_reconnect(1 << 20);
+        s.handle_frame(b"{\"protocol\":\"json\",\"version\":1}\x1e", Instant::now());
+        recv(&mut s);
+        assert!(s.resume().is_none());
+    }
+
+    #[test]
     fn signalr_unknown_method_and_wrong_arguments_get_error_completions_and_keep_the_connection() {
         let engine = Engine::new(EngineConfig::default());
         engine.create_topic("ticks.AAPL").unwrap();
@@ -790,7 +826,7 @@ mod tests {
         w.publish_tick(&tick(1), 1).unwrap();
         let mut s = Session::new(engine.clone(), Encoding::SignalR, SessionConfig::default());
         s.enable_stateful_reconnect(1 << 20);
-        s.handle_frame(b"{\"protocol\":\"json\",\"version\":1}\x1e", Instant::now());
+        s.handle_frame(b"{\"protocol\":\"json\",\"version\":2}\x1e", Instant::now());
         let sub = b"{\"type\":1,\"invocationId\":\"s\",\"target\":\"Subscribe\",\"arguments\":[[\"ticks.AAPL\"]]}\x1e";
         s.handle_frame(sub, Instant::now());
         let out = recv(&mut s);
@@ -833,7 +869,7 @@ mod tests {
         let mut w = engine.create_topic("ticks.AAPL").unwrap();
         let mut s = Session::new(engine.clone(), Encoding::SignalR, SessionConfig::default());
         s.enable_stateful_reconnect(300);
-        s.handle_frame(b"{\"protocol\":\"json\",\"version\":1}\x1e", Instant::now());
+        s.handle_frame(b"{\"protocol\":\"json\",\"version\":2}\x1e", Instant::now());
         let sub = b"{\"type\":1,\"invocationId\":\"s\",\"target\":\"Subscribe\",\"arguments\":[[\"ticks.AAPL\"]]}\x1e";
         s.handle_frame(sub, Instant::now());
         recv(&mut s);
