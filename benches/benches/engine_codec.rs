@@ -1,8 +1,9 @@
 //! Encoding: a tick's bodies at publish, and a batch of stored events into one frame.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use marquee_engine::codec::{TickEncoder, encode_tick_bin, encode_tick_json};
-use marquee_engine::{BatchWriter, Encoding, Kind, Price, Tick};
+use marquee_engine::body::{TickEncoder, encode_tick_bin, encode_tick_json};
+use marquee_engine::{BatchWriter, Encoding, Framing, Kind, Price, Tick};
+use marquee_protocol::HubFraming;
 use std::hint::black_box;
 
 fn codec(c: &mut Criterion) {
@@ -34,18 +35,26 @@ fn codec(c: &mut Criterion) {
     encode_tick_json(&mut json, "ticks.AAPL", 1, 1, 1, &t);
     encode_tick_bin(&mut bin, "ticks.AAPL", 1, 1, 1, &t);
     g.throughput(Throughput::Elements(64));
-    for enc in [Encoding::Json, Encoding::Binary, Encoding::SignalR] {
-        let mut w = BatchWriter::new(enc);
-        g.bench_function(format!("batch_64_{enc:?}").to_lowercase(), |b| {
+    fn batch_64<F: Framing>(
+        g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+        name: &str,
+        mut w: BatchWriter<F>,
+        json: &[u8],
+        bin: &[u8],
+    ) {
+        g.bench_function(format!("batch_64_{name}"), |b| {
             b.iter(|| {
                 w.clear();
                 for _ in 0..64 {
-                    w.push_stored(Kind::Tick, None, black_box(&json), black_box(&bin));
+                    w.push_stored(Kind::Tick, None, 0, black_box(json), black_box(bin));
                 }
                 w.finish().map(<[u8]>::len)
             })
         });
     }
+    batch_64(&mut g, "json", BatchWriter::new(Encoding::Json), &json, &bin);
+    batch_64(&mut g, "binary", BatchWriter::new(Encoding::Binary), &json, &bin);
+    batch_64(&mut g, "signalr", BatchWriter::with_framing(HubFraming::default()), &json, &bin);
     g.finish();
 }
 

@@ -2,7 +2,8 @@
 //! (copy a stored message into a batch).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use marquee_engine::{BatchWriter, Encoding, Engine, EngineConfig, Limits, Price, Subscriber, Tick};
+use marquee_engine::{BatchWriter, Encoding, Engine, EngineConfig, Framing, Limits, Price, Subscriber, Tick};
+use marquee_protocol::HubFraming;
 use std::hint::black_box;
 
 fn tick(i: i64) -> Tick {
@@ -43,16 +44,19 @@ fn ring(c: &mut Criterion) {
             })
         });
     }
-    for enc in [Encoding::Json, Encoding::Binary, Encoding::SignalR] {
+    fn read_64<F: Framing>(
+        g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+        name: &str,
+        mut batch: BatchWriter<F>,
+    ) {
         let engine = Engine::new(EngineConfig::default());
         let mut w = engine.create_topic("ticks.AAPL").unwrap();
         let mut sub = Subscriber::new(engine.clone(), Limits::default());
         sub.subscribe(engine.topic("ticks.AAPL").unwrap(), None).unwrap();
-        let mut batch = BatchWriter::new(enc);
         sub.drain(&mut batch).unwrap();
         batch.clear();
         g.throughput(Throughput::Elements(64));
-        g.bench_function(format!("read_64_{enc:?}").to_lowercase(), |b| {
+        g.bench_function(format!("read_64_{name}"), |b| {
             b.iter_custom(|iters| {
                 let mut total = std::time::Duration::ZERO;
                 for _ in 0..iters {
@@ -69,6 +73,9 @@ fn ring(c: &mut Criterion) {
             })
         });
     }
+    read_64(&mut g, "json", BatchWriter::new(Encoding::Json));
+    read_64(&mut g, "binary", BatchWriter::new(Encoding::Binary));
+    read_64(&mut g, "signalr", BatchWriter::with_framing(HubFraming::default()));
     g.finish();
 }
 

@@ -27,7 +27,7 @@
 //! ```
 
 use crate::Price;
-use crate::codec::push_json_str;
+use crate::body::push_json_str;
 use crate::ring::RingConfig;
 
 /// The prefix of order book topics: `book.AAPL`.
@@ -228,105 +228,9 @@ pub fn encode_trade_bin(out: &mut Vec<u8>, topic: &str, epoch: u64, seq: u64, ts
     push_topic_tail(out, topic);
 }
 
-/// A decoded binary book record (for clients and tests).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BinBook {
-    /// Record type: event or snapshot.
-    pub record_type: u8,
-    /// Snapshot `recovered` flag.
-    pub recovered: bool,
-    /// Topic name.
-    pub topic: String,
-    /// Epoch.
-    pub epoch: u64,
-    /// Sequence number.
-    pub seq: u64,
-    /// Publish time, Unix ns.
-    pub ts: i64,
-    /// Bids, best first.
-    pub bids: Vec<BookLevel>,
-    /// Asks, best first.
-    pub asks: Vec<BookLevel>,
-}
-
-/// A decoded binary trade record (for clients and tests).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BinTrade {
-    /// Record type: event or snapshot.
-    pub record_type: u8,
-    /// Snapshot `recovered` flag.
-    pub recovered: bool,
-    /// Topic name.
-    pub topic: String,
-    /// Epoch.
-    pub epoch: u64,
-    /// Sequence number.
-    pub seq: u64,
-    /// Publish time, Unix ns.
-    pub ts: i64,
-    /// The print.
-    pub trade: Trade,
-}
-
-fn u64_at(b: &[u8], i: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(i..i + 8)?.try_into().ok()?))
-}
-
-fn topic_at(b: &[u8], i: usize) -> Option<String> {
-    let tl = *b.get(i)? as usize;
-    let t = b.get(i + 1..i + 1 + tl)?;
-    if i + 1 + tl != b.len() {
-        return None;
-    }
-    Some(std::str::from_utf8(t).ok()?.to_owned())
-}
-
-/// Decodes a book body; `None` when malformed (never panics).
-pub(crate) fn decode_book(record_type: u8, flags: u8, body: &[u8]) -> Option<BinBook> {
-    let n_bids = u16::from_le_bytes(body.get(24..26)?.try_into().ok()?) as usize;
-    let n_asks = u16::from_le_bytes(body.get(26..28)?.try_into().ok()?) as usize;
-    let levels_end = 28 + (n_bids + n_asks) * BIN_LEVEL_LEN;
-    let levels = body.get(28..levels_end)?;
-    let mut all = levels.chunks_exact(BIN_LEVEL_LEN).map(|l| BookLevel {
-        price: Price(u64_at(l, 0).unwrap_or_default() as i64),
-        size: u64_at(l, 8).unwrap_or_default(),
-        orders: u32::from_le_bytes(l[16..20].try_into().unwrap_or_default()),
-    });
-    let bids = all.by_ref().take(n_bids).collect();
-    let asks = all.collect();
-    Some(BinBook {
-        record_type,
-        recovered: flags & 1 == 1,
-        topic: topic_at(body, levels_end)?,
-        epoch: u64_at(body, 0)?,
-        seq: u64_at(body, 8)?,
-        ts: u64_at(body, 16)? as i64,
-        bids,
-        asks,
-    })
-}
-
-/// Decodes a trade body; `None` when malformed (never panics).
-pub(crate) fn decode_trade(record_type: u8, flags: u8, body: &[u8]) -> Option<BinTrade> {
-    Some(BinTrade {
-        record_type,
-        recovered: flags & 1 == 1,
-        topic: topic_at(body, 41)?,
-        epoch: u64_at(body, 0)?,
-        seq: u64_at(body, 8)?,
-        ts: u64_at(body, 16)? as i64,
-        trade: Trade {
-            price: Price(u64_at(body, 24)? as i64),
-            size: u64_at(body, 32)?,
-            side: Side::from_u8(*body.get(40)?),
-        },
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{BinRecord, decode_bin_batch};
     use crate::{BatchWriter, Encoding, Engine, EngineConfig, Kind};
 
     fn lv(cents: i64, size: u64, orders: u32) -> BookLevel {
@@ -334,15 +238,15 @@ mod tests {
     }
 
     #[test]
-    fn depth_book_round_trips_in_binary_and_json() {
+    fn depth_book_json_is_a_named_event_with_level_arrays() {
         let bids = [lv(18722, 300, 2), lv(18721, 500, 3)];
         let asks = [lv(18724, 200, 1)];
         let (mut json, mut bin) = (Vec::new(), Vec::new());
         encode_book_json(&mut json, "book.AAPL", 5, 9, 11, &bids, &asks);
         encode_book_bin(&mut bin, "book.AAPL", 5, 9, 11, &bids, &asks);
         let mut b = BatchWriter::new(Encoding::Json);
-        b.push_stored(Kind::Book, None, &json, &bin);
-        b.push_stored(Kind::Book, Some(true), &json, &bin);
+        b.push_stored(Kind::Book, None, 0, &json, &bin);
+        b.push_stored(Kind::Book, Some(true), 0, &json, &bin);
         let text = std::str::from_utf8(b.finish().unwrap()).unwrap().to_owned();
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v[0]["type"], "book");
@@ -350,13 +254,6 @@ mod tests {
         assert_eq!(v[0]["bids"], serde_json::json!([[187.22, 300, 2], [187.21, 500, 3]]));
         assert_eq!(v[0]["asks"], serde_json::json!([[187.24, 200, 1]]));
         assert_eq!((v[1]["type"].as_str(), v[1]["event"].as_str()), (Some("snapshot"), Some("book")));
-
-        let mut b = BatchWriter::new(Encoding::Binary);
-        b.push_stored(Kind::Book, None, &json, &bin);
-        let recs = decode_bin_batch(b.finish().unwrap()).unwrap();
-        let BinRecord::Book(book) = &recs[0] else { panic!("{recs:?}") };
-        assert_eq!((book.topic.as_str(), book.epoch, book.seq, book.ts), ("book.AAPL", 5, 9, 11));
-        assert_eq!((book.bids.as_slice(), book.asks.as_slice()), (&bids[..], &asks[..]));
     }
 
     #[test]
@@ -367,65 +264,18 @@ mod tests {
     }
 
     #[test]
-    fn depth_trade_round_trips_and_side_is_optional() {
+    fn depth_trade_json_side_is_optional() {
         for side in [Some(Side::Buy), Some(Side::Sell), None] {
             let t = Trade { price: Price::from_cents(10), size: 7, side };
-            let (mut json, mut bin) = (Vec::new(), Vec::new());
+            let mut json = Vec::new();
             encode_trade_json(&mut json, "trades.T", 1, 2, 3, &t);
-            encode_trade_bin(&mut bin, "trades.T", 1, 2, 3, &t);
             let mut b = BatchWriter::new(Encoding::Json);
-            b.push_stored(Kind::Trade, None, &json, &bin);
+            b.push_stored(Kind::Trade, None, 0, &json, &[]);
             let v: serde_json::Value = serde_json::from_slice(b.finish().unwrap()).unwrap();
             assert_eq!(v[0]["type"], "trade");
             assert_eq!(v[0]["price"], serde_json::json!(0.1));
             assert_eq!(v[0]["side"].as_str(), side.map(Side::name));
-            let mut b = BatchWriter::new(Encoding::Binary);
-            b.push_stored(Kind::Trade, Some(false), &json, &bin);
-            let recs = decode_bin_batch(b.finish().unwrap()).unwrap();
-            assert_eq!(recs.len(), 1);
-            let BinRecord::Trade(got) = &recs[0] else { panic!("{recs:?}") };
-            assert_eq!((got.trade, got.topic.as_str(), got.seq), (t, "trades.T", 2));
         }
-    }
-
-    #[test]
-    fn depth_signalr_target_is_book_and_trade() {
-        let mut json = Vec::new();
-        encode_book_json(&mut json, "book.A", 1, 1, 1, &[lv(1, 1, 1)], &[]);
-        let mut b = BatchWriter::new(Encoding::SignalR);
-        b.push_stored(Kind::Book, None, &json, &[]);
-        let text = String::from_utf8(b.finish().unwrap().to_vec()).unwrap();
-        let v: serde_json::Value = serde_json::from_str(text.trim_end_matches('\x1e')).unwrap();
-        assert_eq!(v["target"], "book");
-        assert_eq!(v["arguments"][0]["bids"], serde_json::json!([[0.01, 1, 1]]));
-    }
-
-    #[test]
-    fn depth_signalr_messagepack_carries_the_levels_as_nested_arrays() {
-        let mut json = Vec::new();
-        encode_book_json(&mut json, "book.A", 1, 1, 1, &[lv(18722, 300, 2), lv(18721, 5, 1)], &[lv(18724, 7, 1)]);
-        let mut b = BatchWriter::new(Encoding::SignalR);
-        b.set_msgpack(true);
-        b.push_stored(Kind::Book, None, &json, &[]);
-        let frame = b.finish().unwrap().to_vec();
-        let (len, at) = crate::msgpack::get_varint(&frame).unwrap().unwrap();
-        let (msg, _) = crate::msgpack::decode(&frame[at..at + len]).unwrap();
-        // [1, headers, invocationId, target, arguments]: the argument is the native event, levels included.
-        assert_eq!(msg[3], "book");
-        assert_eq!(msg[4][0]["bids"], serde_json::json!([[187.22, 300, 2], [187.21, 5, 1]]));
-        assert_eq!(msg[4][0]["asks"], serde_json::json!([[187.24, 7, 1]]));
-    }
-
-    #[test]
-    fn depth_malformed_binary_is_refused_not_panicked() {
-        let mut bin = Vec::new();
-        encode_book_bin(&mut bin, "book.AAPL", 1, 1, 1, &[lv(1, 1, 1)], &[lv(2, 2, 2)]);
-        for cut in 0..bin.len() {
-            assert!(decode_book(1, 0, &bin[..cut]).is_none(), "cut at {cut}");
-        }
-        bin[24] = 200; // n_bids far beyond the body
-        assert!(decode_book(1, 0, &bin).is_none());
-        assert!(decode_trade(1, 0, &[0; 40]).is_none());
     }
 
     #[test]

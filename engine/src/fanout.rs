@@ -25,7 +25,7 @@
 //! assert!(std::str::from_utf8(batch.finish().unwrap()).unwrap().contains("\"type\":\"snapshot\""));
 //! ```
 
-use crate::codec::{BatchWriter, HubStream};
+use crate::batch::{BatchWriter, Framing, Tag};
 use crate::ring::ReadOutcome;
 use crate::sync::{Arc, AtomicBool, Ordering, fence};
 use crate::topic::{Engine, Position, Topic, TopicClass};
@@ -96,8 +96,9 @@ impl Signal {
         if self.is_scheduled() { Poll::Ready(()) } else { Poll::Pending }
     }
 
-    /// Clears the flag at the start of a drain.
-    pub(crate) fn clear(&self) {
+    /// Clears the flag: at the start of a drain, or when the owner stops taking messages for a while (the next
+    /// publish, or [`Signal::wake`], sets it again).
+    pub fn clear(&self) {
         self.scheduled.store(false, Ordering::Relaxed);
         // SC fence: the ring reads that follow cannot move before the clear (pairs with the writer's fence).
         fence(Ordering::SeqCst);
@@ -187,8 +188,8 @@ struct Cursor {
     snapshot: Option<bool>,
     /// Drained by [`Subscriber::drain_datagrams`] instead of [`Subscriber::drain`] (conflating topics only).
     datagram: bool,
-    /// SignalR: the stream invocation this subscription's messages are items of (`StreamTicks`).
-    stream: Option<HubStream>,
+    /// The protocol's mark on this subscription, handed to its framing with every message (0 by default).
+    tag: Tag,
 }
 
 /// One connection's subscriptions and read positions. Owned by the connection's task; no other thread touches it.
@@ -257,7 +258,7 @@ impl Subscriber {
             Start::Snapshot { recovered } => (1, Some(recovered)),
             Start::Already => unreachable!("start_for never returns Already"),
         };
-        self.cursors.push(Cursor { topic, next, snapshot, datagram: false, stream: None });
+        self.cursors.push(Cursor { topic, next, snapshot, datagram: false, tag: 0 });
         self.signal.schedule();
         Ok(start)
     }
@@ -281,7 +282,7 @@ impl Subscriber {
     /// the transport drops it). A subscription more than [`Limits::max_pending_messages`] behind, or lapped,
     /// skips to its newest value with a `gap`: on datagrams the newest value wins. Leaves the signal scheduled
     /// when it found anything, so the owner calls it again until it returns an empty drain.
-    pub fn drain_datagrams(&mut self, batch: &mut BatchWriter, max_bytes: usize) -> Drain {
+    pub fn drain_datagrams<F: Framing>(&mut self, batch: &mut BatchWriter<F>, max_bytes: usize) -> Drain {
         let mut d = Drain::default();
         let n = self.cursors.len();
         for i in 0..n {
@@ -299,17 +300,17 @@ impl Subscriber {
         d
     }
 
-    /// SignalR: sends a subscription's messages as items of stream `stream` (or, with `None`, as Invocations
-    /// again). False when not subscribed.
-    pub fn set_stream(&mut self, name: &str, stream: Option<HubStream>) -> bool {
+    /// Marks a subscription with `tag`, which the batch's framing gets with each of its messages (SignalR uses
+    /// it for the stream a subscription feeds). False when not subscribed.
+    pub fn set_tag(&mut self, name: &str, tag: Tag) -> bool {
         let Some(c) = self.cursors.iter_mut().find(|c| c.topic.name() == name) else { return false };
-        c.stream = stream;
+        c.tag = tag;
         true
     }
 
-    /// SignalR: the stream a subscription feeds, if any.
-    pub fn stream_of(&self, name: &str) -> Option<&HubStream> {
-        self.cursors.iter().find(|c| c.topic.name() == name).and_then(|c| c.stream.as_ref())
+    /// A subscription's tag; `None` when not subscribed.
+    pub fn tag_of(&self, name: &str) -> Option<Tag> {
+        self.cursors.iter().find(|c| c.topic.name() == name).map(|c| c.tag)
     }
 
     /// Unsubscribes; false when not subscribed.
@@ -333,7 +334,7 @@ impl Subscriber {
     /// raced with the clear). A drain that found messages leaves the connection scheduled, so its owner drains
     /// again after writing the batch. A busy connection therefore pays no fence and no flag write per batch,
     /// and publishers see its flag set and skip it with one load.
-    pub fn drain(&mut self, batch: &mut BatchWriter) -> Result<Drain, SlowConsumer> {
+    pub fn drain<F: Framing>(&mut self, batch: &mut BatchWriter<F>) -> Result<Drain, SlowConsumer> {
         let d = self.drain_once(batch)?;
         if d.messages > 0 || d.gaps > 0 || d.more {
             if !self.signal.is_scheduled() {
@@ -349,7 +350,7 @@ impl Subscriber {
         Ok(d)
     }
 
-    fn drain_once(&mut self, batch: &mut BatchWriter) -> Result<Drain, SlowConsumer> {
+    fn drain_once<F: Framing>(&mut self, batch: &mut BatchWriter<F>) -> Result<Drain, SlowConsumer> {
         let mut d = Drain::default();
         let n = self.cursors.len();
         if n == 0 {
@@ -377,7 +378,7 @@ impl Subscriber {
         Ok(d)
     }
 
-    fn batch_full(&self, batch: &BatchWriter) -> bool {
+    fn batch_full<F: Framing>(&self, batch: &BatchWriter<F>) -> bool {
         batch.len() >= self.limits.max_batch_messages || batch.n_bytes() >= self.limits.max_batch_bytes
     }
 }
@@ -400,18 +401,14 @@ fn start_for(topic: &Topic, since: Option<Position>) -> Start {
     }
 }
 
-fn drain_cursor(
+fn drain_cursor<F: Framing>(
     c: &mut Cursor,
-    batch: &mut BatchWriter,
+    batch: &mut BatchWriter<F>,
     conflate: bool,
     limits: &Limits,
     d: &mut Drain,
 ) -> Result<(), SlowConsumer> {
     let ring = &c.topic.ring;
-    // Streams are rare (SignalR `StreamTicks`): a connection without any pays one branch here, no refcount.
-    if c.stream.is_some() || batch.has_stream() {
-        batch.set_stream(c.stream.clone());
-    }
     if let Some(recovered) = c.snapshot {
         loop {
             let head = ring.head();
@@ -419,7 +416,7 @@ fn drain_cursor(
                 c.next = 1;
                 break;
             }
-            if ring.read_into(head, Some(recovered), batch) == ReadOutcome::Copied {
+            if ring.read_into(head, Some(recovered), c.tag, batch) == ReadOutcome::Copied {
                 c.next = head + 1;
                 d.messages += 1;
                 break;
@@ -447,7 +444,7 @@ fn drain_cursor(
             c.next = head;
             may_conflate = false;
         }
-        match ring.read_into(c.next, None, batch) {
+        match ring.read_into(c.next, None, c.tag, batch) {
             ReadOutcome::Copied => {
                 c.next += 1;
                 d.messages += 1;
@@ -465,16 +462,16 @@ fn drain_cursor(
 }
 
 /// One datagram cursor into `batch`; false when the batch is full (the cursor still has messages).
-fn drain_datagram_cursor(
+fn drain_datagram_cursor<F: Framing>(
     c: &mut Cursor,
-    batch: &mut BatchWriter,
+    batch: &mut BatchWriter<F>,
     max_bytes: usize,
     max_pending: u64,
     d: &mut Drain,
 ) -> bool {
     let ring = &c.topic.ring;
     // +1: the closing `]` of a JSON batch.
-    let fits = |batch: &BatchWriter| batch.n_bytes() < max_bytes;
+    let fits = |batch: &BatchWriter<F>| batch.n_bytes() < max_bytes;
     if let Some(recovered) = c.snapshot {
         let head = ring.head();
         if head == 0 {
@@ -482,7 +479,7 @@ fn drain_datagram_cursor(
             c.snapshot = None;
         } else {
             let (mark, was_empty) = (batch.mark(), batch.is_empty());
-            match ring.read_into(head, Some(recovered), batch) {
+            match ring.read_into(head, Some(recovered), c.tag, batch) {
                 ReadOutcome::Copied if fits(batch) || was_empty => {
                     c.next = head + 1;
                     c.snapshot = None;
@@ -508,7 +505,7 @@ fn drain_datagram_cursor(
             batch.push_gap(c.topic.name(), next, head - 1);
             (next, gaps) = (head, 1);
         }
-        match ring.read_into(next, None, batch) {
+        match ring.read_into(next, None, c.tag, batch) {
             ReadOutcome::Copied => {
                 if !fits(batch) && !was_empty {
                     batch.rollback(mark);

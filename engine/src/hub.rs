@@ -22,8 +22,7 @@
 //! ```
 
 use crate::ring::RingConfig;
-use crate::session::PRIVATE_PREFIX;
-use crate::topic::{CreateTopicError, Engine, Position, PublishError, TopicWriter};
+use crate::topic::{CreateTopicError, Engine, PRIVATE_PREFIX, Position, PublishError, TopicWriter};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, RwLock};

@@ -1,26 +1,27 @@
-//! Marquee's data plane: topic rings, fan-out with batching, wire codecs and the protocol session.
+//! Marquee's data plane: topics and their rings, message bodies encoded once, fan-out with batching.
 //!
-//! This crate does no network IO, starts no threads and uses no async runtime: it is driven by a feed (which owns
-//! each topic's [`TopicWriter`]) and by the gateway (which owns each connection's [`Session`] and moves its bytes).
+//! This crate does no network IO, starts no threads, uses no async runtime and knows no protocol: it is driven by
+//! a feed (which owns each topic's [`TopicWriter`]) and by a protocol session (in `marquee-protocol`), which owns a
+//! connection's [`Subscriber`] and frames its batches through a [`batch::Framing`].
 //!
 //! The path of a message: a writer encodes it once per wire format into its topic's [`ring`] slot; it wakes each
 //! subscribed connection's [`Signal`] unless already woken; the connection's [`Subscriber::drain`] copies every
 //! pending message of all its topics into one [`BatchWriter`], which becomes one frame and one write.
 
-pub mod codec;
+pub mod batch;
+pub mod body;
 pub mod depth;
 pub mod fanout;
 pub mod hub;
-pub mod msgpack;
 pub mod price;
 pub mod ring;
-pub mod session;
 mod sync;
 pub mod tick;
 pub mod topic;
 mod zeroed;
 
-pub use codec::{BatchWriter, Encoding, EventFieldsError, HubStream, Kind, check_event_fields, valid_event_type};
+pub use batch::{BatchWriter, Encoding, Framing, Tag};
+pub use body::{EventFieldsError, Kind, check_event_fields, valid_event_type};
 pub use depth::{
     BARS_PREFIX, BOOK_PREFIX, BookLevel, MAX_DEPTH, Side, TRADES_PREFIX, Trade, bars_topic, book_topic, trades_topic,
 };
@@ -28,10 +29,10 @@ pub use fanout::{Drain, Limits, Signal, SlowConsumer, Start, SubscribeError, Sub
 pub use hub::{Hub, HubError};
 pub use price::{ParsePriceError, Price};
 pub use ring::RingConfig;
-pub use session::{AppOp, CloseReason, Identity, PRIVATE_PREFIX, Session, SessionConfig};
 pub use tick::{TICKS_PREFIX, Tick, tick_topic};
 pub use topic::{
-    CreateTopicError, Engine, EngineConfig, Position, PublishError, Topic, TopicClass, TopicId, TopicWriter,
+    CreateTopicError, Engine, EngineConfig, PRIVATE_PREFIX, Position, PublishError, Topic, TopicClass, TopicId,
+    TopicWriter, valid_topic_name,
 };
 
 use std::sync::atomic::{AtomicU64, Ordering};

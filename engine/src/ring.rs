@@ -27,7 +27,8 @@
 //! assert_eq!(t.oldest(), 3); // seqs 1 and 2 were overwritten
 //! ```
 
-use crate::codec::{BatchWriter, Encoding, Kind};
+use crate::batch::{BatchWriter, BodyFormat, Framing, Tag};
+use crate::body::Kind;
 use crate::sync::{AtomicU64, Ordering, fence};
 use crate::zeroed::ZeroedWords;
 use crossbeam_utils::CachePadded;
@@ -142,8 +143,15 @@ impl Ring {
         self.head.store(seq, Ordering::Release);
     }
 
-    /// Appends message `seq` to `batch` as an event (or as a snapshot when `snapshot` is `Some(recovered)`).
-    pub(crate) fn read_into(&self, seq: u64, snapshot: Option<bool>, batch: &mut BatchWriter) -> ReadOutcome {
+    /// Appends message `seq` to `batch` as an event (or as a snapshot when `snapshot` is `Some(recovered)`),
+    /// framed for the subscription tagged `tag`.
+    pub(crate) fn read_into<F: Framing>(
+        &self,
+        seq: u64,
+        snapshot: Option<bool>,
+        tag: Tag,
+        batch: &mut BatchWriter<F>,
+    ) -> ReadOutcome {
         let slot = self.slot(seq);
         // Acquire pairs with the Release store of the seq word: the data words we read below are at least as new
         // as that message.
@@ -155,16 +163,16 @@ impl Ring {
         let json_len = (lens & 0xff_ffff) as usize;
         let bin_len = ((lens >> 24) & 0xff_ffff) as usize;
         let kind = Kind::from_u8((lens >> 48) as u8);
-        let (start, len) = match batch.encoding() {
-            Encoding::Json | Encoding::SignalR => (HEADER_WORDS, json_len),
-            Encoding::Binary => (HEADER_WORDS + json_len.div_ceil(8), bin_len),
+        let (start, len) = match batch.framing().body() {
+            BodyFormat::Json => (HEADER_WORDS, json_len),
+            BodyFormat::Binary => (HEADER_WORDS + json_len.div_ceil(8), bin_len),
         };
         let mark = batch.mark();
         let words = len.div_ceil(8);
         // A torn read can show garbage lengths; clamp so the copy stays inside the slot. The seq check below
         // then throws the copy away.
         let end = (start + words).min(slot.len());
-        let at = batch.begin_stored(kind, snapshot);
+        let at = batch.open_stored(kind, snapshot, tag);
         let buf = batch.buf_mut();
         let body_start = buf.len();
         // One resize, then plain stores: far cheaper than an `extend` (capacity check) per word.
@@ -179,7 +187,7 @@ impl Ring {
             batch.rollback(mark);
             return ReadOutcome::Overwritten;
         }
-        batch.finish_stored(at);
+        batch.close_stored(at);
         ReadOutcome::Copied
     }
 
@@ -216,6 +224,7 @@ pub(crate) fn fits(slot_bytes: usize, json: usize, bin: usize) -> bool {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use crate::Encoding;
     use proptest::prelude::*;
 
     fn body(seq: u64) -> Vec<u8> {
@@ -224,7 +233,7 @@ mod tests {
 
     fn read_json(ring: &Ring, seq: u64) -> Result<String, ReadOutcome> {
         let mut b = BatchWriter::new(Encoding::Json);
-        match ring.read_into(seq, None, &mut b) {
+        match ring.read_into(seq, None, 0, &mut b) {
             ReadOutcome::Copied => Ok(String::from_utf8(b.finish().unwrap().to_vec()).unwrap()),
             other => Err(other),
         }
@@ -238,7 +247,7 @@ mod tests {
         assert_eq!(ring.head(), 1);
         assert_eq!(read_json(&ring, 1).unwrap(), "[{\"type\":\"tick\",\"n\":1}]");
         let mut b = BatchWriter::new(Encoding::Binary);
-        assert_eq!(ring.read_into(1, None, &mut b), ReadOutcome::Copied);
+        assert_eq!(ring.read_into(1, None, 0, &mut b), ReadOutcome::Copied);
         assert_eq!(b.finish().unwrap(), &[7, 0, 0, 0, 1, 1, 0, 0, 1, 2, 3]);
         assert_eq!(ring.ts_of(1), Some(11));
     }
@@ -293,6 +302,7 @@ mod tests {
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
+    use crate::Encoding;
     use loom::sync::Arc;
     use loom::thread;
 
@@ -306,7 +316,7 @@ mod loom_tests {
             let w = ring.clone();
             let writer = thread::spawn(move || w.write(2, 2, Kind::Tick, b"bbbbbbbbbbbbbbb}", &[]));
             let mut b = BatchWriter::new(Encoding::Json);
-            match ring.read_into(1, None, &mut b) {
+            match ring.read_into(1, None, 0, &mut b) {
                 ReadOutcome::Copied => {
                     assert_eq!(b.finish().unwrap(), b"[{\"type\":\"tick\",aaaaaaaaaaaaaaa}]")
                 }

@@ -4,7 +4,7 @@
 //! topic creation take. Publishing ([`TopicWriter`]) takes no lock: it writes the ring, then notifies a cached copy
 //! of the subscriber list, refreshed only when the list's version changed.
 
-use crate::codec::{EventFieldsError, Kind, TickEncoder, check_event_fields, valid_event_type};
+use crate::body::{EventFieldsError, Kind, TickEncoder, check_event_fields, valid_event_type};
 use crate::fanout::Signal;
 use crate::ring::{Ring, RingConfig, fits};
 use crate::sync::{Arc, AtomicU64, Mutex, Ordering, fence};
@@ -35,6 +35,9 @@ impl TopicClass {
         if MARKET_DATA.iter().any(|p| name.starts_with(p)) { TopicClass::Conflating } else { TopicClass::Reliable }
     }
 }
+
+/// The prefix of private topics: `users.<name>` is readable only by the connection of user `<name>`.
+pub const PRIVATE_PREFIX: &str = "users.";
 
 /// A position in a topic's stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
@@ -342,7 +345,7 @@ impl Topic {
             if head == 0 {
                 return None;
             }
-            if self.ring.read_into(head, None, &mut b) == crate::ring::ReadOutcome::Copied {
+            if self.ring.read_into(head, None, 0, &mut b) == crate::ring::ReadOutcome::Copied {
                 let bytes = b.finish()?;
                 // Strip the batch's `[` `]`.
                 return Some((head, bytes[1..bytes.len() - 1].to_vec()));
@@ -444,8 +447,8 @@ impl TopicWriter {
         let name = &self.topic.name;
         self.json.clear();
         self.bin.clear();
-        crate::codec::encode_event_json(&mut self.json, name, pos.epoch, pos.seq, ts, ty, fields);
-        crate::codec::encode_event_bin(&mut self.bin, name, pos.epoch, pos.seq, ts, ty, fields);
+        crate::body::encode_event_json(&mut self.json, name, pos.epoch, pos.seq, ts, ty, fields);
+        crate::body::encode_event_bin(&mut self.bin, name, pos.epoch, pos.seq, ts, ty, fields);
         if !fits(self.topic.ring.slot_bytes(), self.json.len(), self.bin.len()) {
             return Err(PublishError::TooLarge);
         }

@@ -61,11 +61,3 @@ pub fn dbn(data: &[u8]) {
     }
     let _ = std::fs::remove_file(&path);
 }
-
-/// The `marquee.bin` client decoders.
-pub fn bin_batch(data: &[u8]) {
-    let _ = marquee_engine::codec::decode_bin_batch(data);
-    for rec in marquee_engine::codec::RawRecords::new(data).flatten() {
-        let _ = (rec.position(), rec.gap());
-    }
-}

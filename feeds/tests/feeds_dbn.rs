@@ -7,13 +7,13 @@ use dbn::{
     BidAskPair, FlagSet, MappingInterval, MboMsg, Mbp1Msg, Mbp10Msg, Metadata, MetadataBuilder, OhlcvMsg, RecordBuf,
     RecordHeader, SType, Schema, SymbolMapping, SymbolMappingMsg, TradeMsg, UNDEF_PRICE, rtype,
 };
-use marquee_engine::codec::{BinRecord, decode_bin_batch};
 use marquee_engine::{
     BatchWriter, BookLevel, Encoding, Engine, EngineConfig, Limits, Position, Price, RingConfig, Side, Subscriber,
 };
 use marquee_feeds::Speed;
 use marquee_feeds::dbn_replay::{DbnError, DbnReplay};
 use marquee_feeds::md_replay::{MAX_BATCH, MdOptions, MdSummary, TimeBound};
+use marquee_protocol::decode::{BinRecord, decode_bin_batch};
 use std::ffi::c_char;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

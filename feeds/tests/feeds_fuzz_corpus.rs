@@ -28,5 +28,5 @@ fn fuzz_corpus_dbn() {
 
 #[test]
 fn fuzz_corpus_bin_batch() {
-    corpus("bin_batch", marquee_feeds::fuzzing::bin_batch);
+    corpus("bin_batch", marquee_protocol::decode::fuzz_bin_batch);
 }

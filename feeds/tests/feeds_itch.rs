@@ -1,6 +1,5 @@
 //! ITCH 5.0 replay: books against a naive reference model over random order flow, prints, bad and torn input.
 
-use marquee_engine::codec::{BinRecord, decode_bin_batch};
 use marquee_engine::{
     BatchWriter, BookLevel, Encoding, Engine, EngineConfig, Limits, Position, Price, Side, Subscriber, Trade,
 };
@@ -9,6 +8,7 @@ use marquee_feeds::itch::{self, encode};
 use marquee_feeds::itch_replay::{Applied, ItchBooks};
 use marquee_feeds::market::MarketOut;
 use marquee_feeds::{Replay, ReplayOptions, Speed};
+use marquee_protocol::decode::{BinRecord, decode_bin_batch};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -3,9 +3,10 @@
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use marquee_engine::{Limits, RingConfig, SessionConfig};
+use marquee_engine::{Limits, RingConfig};
 use marquee_feeds::md_replay::TimeBound;
 use marquee_feeds::{OnError, ReplayOptions, Speed, TsUnit};
+use marquee_protocol::SessionConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;

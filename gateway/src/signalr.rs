@@ -1,5 +1,5 @@
 //! The SignalR hub at `/hubs/market`: negotiate, and the three SignalR transports (WebSockets, Server-Sent Events,
-//! long polling) over the engine's sans-IO [`Session`] in [`Encoding::SignalR`]. This module only moves bytes and
+//! long polling) over the sans-IO [`HubSession`] of `marquee-protocol`. This module only moves bytes and
 //! keeps the connection table; the hub protocol itself (handshake, hub messages, hub methods) lives in the engine,
 //! and the subscriptions, batching, conflation and slow-consumer rules are the ones every gateway uses.
 //!
@@ -21,7 +21,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use marquee_engine::{CloseReason, Encoding, Identity, Session, Signal};
+use marquee_engine::Signal;
+use marquee_protocol::{CloseReason, Connection, HubSession, Identity};
 use std::collections::HashMap;
 use std::future::poll_fn;
 use std::sync::atomic::Ordering;
@@ -96,7 +97,7 @@ struct Conn {
 struct Inner {
     transport: Option<Transport>,
     /// `None` once a WebSocket took it.
-    session: Option<Session>,
+    session: Option<HubSession>,
     /// Answers of asynchronous hub methods (SSE and long polling; the driver applies them).
     ops_tx: mpsc::UnboundedSender<OpResult>,
     /// Their receiving end, taken by whichever task runs the transport (and put back when a WebSocket is parked).
@@ -193,8 +194,8 @@ fn random_id() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
 }
 
-fn new_session(state: &AppState, identity: &Identity) -> Session {
-    let mut s = Session::new(state.engine.clone(), Encoding::SignalR, state.config.session);
+fn new_session(state: &AppState, identity: &Identity) -> HubSession {
+    let mut s = HubSession::new(state.engine.clone(), state.config.session);
     s.set_identity(identity.clone());
     s
 }
@@ -392,7 +393,7 @@ async fn take_over(conn: &Conn) {
 }
 
 /// Stateful reconnect: keeps the session of a dropped WebSocket for a new one, for `--signalr-client-timeout`.
-fn park(state: &Arc<AppState>, conn: &Arc<Conn>, session: Session, ops_rx: mpsc::UnboundedReceiver<OpResult>) {
+fn park(state: &Arc<AppState>, conn: &Arc<Conn>, session: HubSession, ops_rx: mpsc::UnboundedReceiver<OpResult>) {
     let at = Instant::now();
     {
         let mut inner = lock(&conn.inner);
@@ -419,7 +420,7 @@ fn park(state: &Arc<AppState>, conn: &Arc<Conn>, session: Session, ops_rx: mpsc:
 async fn serve_websocket(
     mut socket: WebSocket,
     state: &Arc<AppState>,
-    session: &mut Session,
+    session: &mut HubSession,
     ops_tx: &mpsc::UnboundedSender<OpResult>,
     ops_rx: &mut mpsc::UnboundedReceiver<OpResult>,
     conn: Option<&Conn>,
@@ -530,7 +531,7 @@ fn claim(state: &Arc<AppState>, conn: &Conn, transport: Transport) -> Result<boo
 /// Gives the session the hub messages POSTed before its transport connected.
 fn hand_over_early(
     state: &Arc<AppState>,
-    session: &mut Session,
+    session: &mut HubSession,
     early: &mut Vec<u8>,
     ops_tx: &mpsc::UnboundedSender<OpResult>,
 ) {
@@ -649,7 +650,7 @@ async fn long_poll(state: Arc<AppState>, conn: Arc<Conn>) -> Result<Response, Ap
         match take_batch(&conn, Bytes::copy_from_slice) {
             Err(()) => break StatusCode::NO_CONTENT.into_response(),
             Ok(Some(frame)) => {
-                let binary = lock(&conn.inner).session.as_ref().is_some_and(Session::is_binary);
+                let binary = lock(&conn.inner).session.as_ref().is_some_and(HubSession::is_binary);
                 let ct = if binary { "application/octet-stream" } else { "text/plain; charset=utf-8" };
                 break ([(header::CONTENT_TYPE, ct)], frame).into_response();
             }

@@ -10,7 +10,8 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
-use marquee_engine::{AppOp, CloseReason, Encoding, Identity, Session};
+use marquee_engine::Encoding;
+use marquee_protocol::{AppOp, CloseReason, Connection, Identity, Session};
 use std::collections::HashMap;
 use std::future::poll_fn;
 use std::sync::Arc;
@@ -93,7 +94,7 @@ pub(crate) type OpResult = (u64, Result<String, (&'static str, String)>);
 /// Starts the ops the session handed over (bids, publishes, logins); their answers come back on `done`. Shared
 /// by the WebSocket and QUIC adapters.
 pub(crate) fn start_ops(
-    session: &mut Session,
+    session: &mut impl Connection,
     state: &Arc<AppState>,
     done: &tokio::sync::mpsc::UnboundedSender<OpResult>,
 ) {
@@ -146,7 +147,7 @@ async fn serve_socket(mut socket: WebSocket, state: &Arc<AppState>, encoding: En
     loop {
         if let Some(frame) = session.poll_transmit() {
             let msg = match encoding {
-                Encoding::Json | Encoding::SignalR => match Utf8Bytes::try_from(frame.to_vec()) {
+                Encoding::Json => match Utf8Bytes::try_from(frame.to_vec()) {
                     Ok(text) => Message::Text(text),
                     Err(_) => unreachable!("JSON batches are built from UTF-8 pieces"),
                 },
@@ -189,7 +190,7 @@ async fn serve_socket(mut socket: WebSocket, state: &Arc<AppState>, encoding: En
 /// false when the socket is gone.
 pub(crate) fn received(
     msg: Option<Result<Message, axum::Error>>,
-    session: &mut Session,
+    session: &mut impl Connection,
     state: &Arc<AppState>,
     ops_tx: &tokio::sync::mpsc::UnboundedSender<OpResult>,
     last_heard: &mut Instant,

@@ -257,7 +257,7 @@ async fn e2e_auction_lot_closes_and_the_winner_is_told() {
 #[tokio::test]
 async fn e2e_auction_events_in_the_binary_encoding() {
     use futures_util::StreamExt;
-    use marquee_engine::codec::{BinRecord, decode_bin_batch};
+    use marquee_protocol::decode::{BinRecord, decode_bin_batch};
     use tokio_tungstenite::tungstenite::Message;
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let server = Server::start(&["--tick-rate", "50"]);

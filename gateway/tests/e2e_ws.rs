@@ -97,7 +97,7 @@ async fn e2e_resume_with_since_delivers_exactly_the_missed_ticks() {
 #[tokio::test]
 async fn e2e_binary_subprotocol_sends_binary_records() {
     use futures_util::StreamExt;
-    use marquee_engine::codec::{BinRecord, decode_bin_batch, record};
+    use marquee_protocol::decode::{BinRecord, decode_bin_batch, record};
     use tokio_tungstenite::tungstenite::Message;
     let server = Server::start(&["--tick-rate", "5000"]);
     let mut ws = connect(&server, Some("marquee.bin")).await;

@@ -8,7 +8,7 @@ use anyhow::{Context as _, bail};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
-use marquee_engine::codec::{RawRecords, record};
+use marquee_protocol::decode::{RawRecords, record};
 use serde::Deserialize;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -141,7 +141,7 @@ struct Ev<'a> {
 /// Reads one SignalR MessagePack frame (VarInt-framed arrays; the first starts with the JSON handshake answer);
 /// returns whether the Subscribe's Completion was in it.
 fn handle_msgpack_frame(msg: &Message, shared: &Shared, samples: &mut Vec<u64>) -> bool {
-    use marquee_engine::msgpack::{decode, get_varint};
+    use marquee_protocol::msgpack::{decode, get_varint};
     let Message::Binary(b) = msg else { return false };
     let now = now_ns();
     let measuring = shared.measuring.load(Ordering::Relaxed);
@@ -328,7 +328,7 @@ fn msgpack_subscribe(topics: &[String]) -> Vec<u8> {
     }
     m.push(0x90);
     let mut out = Vec::with_capacity(m.len() + 5);
-    marquee_engine::msgpack::put_varint(&mut out, m.len());
+    marquee_protocol::msgpack::put_varint(&mut out, m.len());
     out.extend_from_slice(&m);
     out
 }

@@ -1,16 +1,17 @@
-//! The SignalR hub protocols on top of the same [`Session`]: the handshake, hub messages (JSON separated by `0x1E`,
-//! or VarInt-framed MessagePack, see `crate::msgpack`), the hub methods `Subscribe`, `Unsubscribe`, `PlaceBid` and
-//! `StreamTicks`, and stateful reconnect (Ack, Sequence, resend). Only the framing and the names differ from the
-//! native protocol; subscriptions, batching, conflation and slow-consumer rules are the session's own. Outgoing
-//! events are framed by [`crate::BatchWriter`] under [`crate::Encoding::SignalR`].
+//! The SignalR hub protocols as a session of their own, [`HubSession`]: the handshake, hub messages (JSON separated
+//! by `0x1E`, or VarInt-framed MessagePack, see [`crate::msgpack`]), the hub methods `Subscribe`, `Unsubscribe`,
+//! `PlaceBid` and `StreamTicks`, and stateful reconnect (Ack, Sequence, resend). Subscriptions, batching,
+//! conflation and slow-consumer rules are the core's, as for the native protocol; outgoing events are framed by
+//! [`HubFraming`].
 //!
 //! Specification: `HubProtocol.md` in dotnet/aspnetcore `src/SignalR/docs/specs/`; where the official clients
 //! differ, this follows the clients (see `docs/SIGNALR.md`).
 
-use super::{AppOp, CloseReason, Session, code};
-use crate::TICKS_PREFIX;
-use crate::codec::{HubStream, RECORD_SEPARATOR, push_json_str};
-use crate::topic::Position;
+use crate::conn::{AppOp, CloseReason, Conn, Connection, Identity, SessionConfig, code};
+use crate::hub_framing::{HubBatch, HubFraming, HubStream, RECORD_SEPARATOR};
+use marquee_engine::body::push_json_str;
+use marquee_engine::fanout::{Signal, Subscriber};
+use marquee_engine::{BatchWriter, Engine, PRIVATE_PREFIX, Position, TICKS_PREFIX, Tag};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -40,7 +41,7 @@ mod ty {
 
 /// One connection's hub protocol state.
 #[derive(Debug, Default)]
-pub(super) struct HubState {
+struct HubState {
     handshake_done: bool,
     /// The start of a hub message whose separator has not arrived yet.
     partial: Vec<u8>,
@@ -159,29 +160,132 @@ fn bad_args(method: &str, signature: &str) -> Refusal {
     (code::BAD_REQUEST, format!("{method} takes ({signature})"))
 }
 
-impl Session {
-    pub(super) fn handle_hub_frame(&mut self, frame: &[u8], now: Instant) {
-        let max = self.config.max_frame_bytes;
-        let hub = self.hub.as_mut().expect("hub session");
+/// One SignalR connection's protocol state.
+pub struct HubSession {
+    c: Conn,
+    batch: BatchWriter<HubFraming>,
+    hub: HubState,
+}
+
+impl std::fmt::Debug for HubSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubSession").field("sub", &self.c.sub).field("close", &self.c.close).finish()
+    }
+}
+
+impl HubSession {
+    /// A session that waits for the client's handshake.
+    pub fn new(engine: Arc<Engine>, config: SessionConfig) -> HubSession {
+        HubSession {
+            c: Conn::new(engine, config),
+            batch: BatchWriter::with_framing(HubFraming::default()),
+            hub: HubState::default(),
+        }
+    }
+
+    /// The connection's identity.
+    pub fn identity(&self) -> &Identity {
+        &self.c.identity
+    }
+
+    /// The subscriptions.
+    pub fn subscriber(&self) -> &Subscriber {
+        &self.c.sub
+    }
+
+    /// The stream a subscription feeds, if any.
+    fn stream_of(&self, topic: &str) -> Option<&HubStream> {
+        self.batch.framing().stream(self.c.sub.tag_of(topic)?)
+    }
+
+    /// Sends a subscription's ticks as items of `stream`, or (with `None`) as Invocations again.
+    fn set_stream(&mut self, topic: &str, stream: Option<HubStream>) {
+        let Some(tag) = self.c.sub.tag_of(topic) else { return };
+        let tag: Tag = match stream {
+            Some(s) => self.batch.framing_mut().set_stream(tag, s),
+            None => {
+                self.batch.framing_mut().clear_stream(tag);
+                0
+            }
+        };
+        self.c.sub.set_tag(topic, tag);
+    }
+}
+
+impl Connection for HubSession {
+    fn handle_frame(&mut self, frame: &[u8], now: Instant) {
+        if self.c.close.is_none() {
+            self.handle_hub_frame(frame, now);
+        }
+    }
+
+    fn poll_transmit(&mut self) -> Option<&[u8]> {
+        // Stateful reconnect over its buffer: topics wait until the client acknowledges (an Ack reschedules).
+        if self.hub_before_drain() {
+            self.c.sub.signal().clear();
+        } else {
+            self.c.drain(&mut self.batch);
+        }
+        // A closing connection's last batch ends with the Close message saying why.
+        if self.c.close.is_some() {
+            self.push_hub_close();
+        }
+        self.batch.finish()
+    }
+
+    fn sent(&mut self) {
+        self.hub_sent();
+        self.c.sent(&mut self.batch);
+    }
+
+    fn poll_close(&self) -> Option<&CloseReason> {
+        self.c.close.as_ref()
+    }
+
+    fn close(&mut self, reason: CloseReason) {
+        self.c.close.get_or_insert(reason);
+    }
+
+    fn poll_op(&mut self) -> Option<AppOp> {
+        self.c.ops.pop_front()
+    }
+
+    fn handle_op_result(&mut self, id: u64, result: Result<&str, (&str, &str)>) {
+        self.hub_op_result(id, result);
+    }
+
+    fn set_identity(&mut self, identity: Identity) {
+        self.c.identity = identity;
+    }
+
+    fn signal(&self) -> &Arc<Signal> {
+        self.c.sub.signal()
+    }
+}
+
+impl HubSession {
+    fn handle_hub_frame(&mut self, frame: &[u8], now: Instant) {
+        let max = self.c.config.max_frame_bytes;
+        let hub = &mut self.hub;
         let mut buf = std::mem::take(&mut hub.partial);
         buf.extend_from_slice(frame);
         let mut pos = 0;
-        while self.close.is_none() {
+        while self.c.close.is_none() {
             let rest = &buf[pos..];
             // The batch writer knows whether the handshake chose MessagePack.
-            let msgpack = self.batch.is_msgpack();
+            let msgpack = self.batch.framing().is_msgpack();
             // JSON messages end with 0x1E (the handshake too, always); MessagePack ones carry a VarInt length.
             let (msg, used) = if msgpack {
                 match crate::msgpack::get_varint(rest) {
                     Ok(Some((n, _))) if n > max => {
                         let why = format!("a hub message of {n} bytes exceeds the limit of {max}");
-                        self.close = Some(CloseReason::MessageTooLarge(why));
+                        self.c.close = Some(CloseReason::MessageTooLarge(why));
                         break;
                     }
                     Ok(Some((n, head))) if rest.len() >= head + n => (&rest[head..head + n], head + n),
                     Ok(_) => break,
                     Err(e) => {
-                        self.close = Some(CloseReason::ProtocolError(format!("bad_request: {e}")));
+                        self.c.close = Some(CloseReason::ProtocolError(format!("bad_request: {e}")));
                         break;
                     }
                 }
@@ -193,7 +297,7 @@ impl Session {
             };
             if msg.len() > max {
                 let why = format!("a hub message of {} bytes exceeds the limit of {max}", msg.len());
-                self.close = Some(CloseReason::MessageTooLarge(why));
+                self.c.close = Some(CloseReason::MessageTooLarge(why));
                 break;
             }
             if msgpack {
@@ -203,16 +307,16 @@ impl Session {
             }
             pos += used;
         }
-        if self.close.is_some() {
+        if self.c.close.is_some() {
             return;
         }
         buf.drain(..pos);
         if buf.len() > max {
             let why = format!("a hub message of over {max} bytes without its end");
-            self.close = Some(CloseReason::MessageTooLarge(why));
+            self.c.close = Some(CloseReason::MessageTooLarge(why));
             return;
         }
-        self.hub.as_mut().expect("hub session").partial = buf;
+        self.hub.partial = buf;
     }
 
     fn handle_msgpack_message(&mut self, msg: &[u8], now: Instant) {
@@ -222,12 +326,12 @@ impl Session {
             .and_then(|v| serde_json::from_value::<HubMessage>(v).map_err(|e| e.to_string()));
         match parsed {
             Ok(m) => self.dispatch_hub_message(m, now),
-            Err(e) => self.close = Some(CloseReason::ProtocolError(format!("bad_request: {e}"))),
+            Err(e) => self.c.close = Some(CloseReason::ProtocolError(format!("bad_request: {e}"))),
         }
     }
 
     fn handle_hub_message(&mut self, msg: &[u8], now: Instant) {
-        let hub = self.hub.as_mut().expect("hub session");
+        let hub = &mut self.hub;
         if !hub.handshake_done {
             return self.handle_handshake(msg);
         }
@@ -235,7 +339,7 @@ impl Session {
             Ok(m) => m,
             Err(e) => {
                 let c = if e.is_data() { code::BAD_REQUEST } else { code::BAD_JSON };
-                self.close = Some(CloseReason::ProtocolError(format!("{c}: {e}")));
+                self.c.close = Some(CloseReason::ProtocolError(format!("{c}: {e}")));
                 return;
             }
         };
@@ -243,7 +347,7 @@ impl Session {
     }
 
     fn dispatch_hub_message(&mut self, m: HubMessage, now: Instant) {
-        if let Some(r) = self.hub.as_mut().and_then(|h| h.replay.as_mut()) {
+        if let Some(r) = self.hub.replay.as_mut() {
             match m.ty {
                 ty::INVOCATION..=ty::CANCEL_INVOCATION => {
                     r.next_in += 1;
@@ -256,7 +360,7 @@ impl Session {
                 }
                 ty::ACK => {
                     r.ack(m.sequence_id.unwrap_or(0));
-                    self.sub.signal().schedule();
+                    self.c.sub.signal().schedule();
                     return;
                 }
                 ty::SEQUENCE => {
@@ -264,7 +368,7 @@ impl Session {
                     if s == 0 || s > r.last_in + 1 {
                         let why =
                             format!("bad_request: Sequence {s} is past the last message received ({})", r.last_in);
-                        self.close = Some(CloseReason::ProtocolError(why));
+                        self.c.close = Some(CloseReason::ProtocolError(why));
                     } else {
                         r.next_in = s - 1;
                     }
@@ -280,7 +384,7 @@ impl Session {
                     self.end_stream(&id);
                 }
             }
-            ty::CLOSE => self.close = Some(CloseReason::Normal),
+            ty::CLOSE => self.c.close = Some(CloseReason::Normal),
             // Pings only prove the client is alive (the adapter saw the frame). Client results and client-to-server
             // stream items have no meaning here; Ack and Sequence only with stateful reconnect (above); and the
             // specification tells receivers to ignore message types they do not know.
@@ -290,7 +394,7 @@ impl Session {
     }
 
     fn handle_handshake(&mut self, msg: &[u8]) {
-        let text_only = self.hub.as_ref().is_some_and(|h| h.text_only);
+        let text_only = self.hub.text_only;
         let handshake = serde_json::from_slice::<Handshake>(msg);
         let msgpack = handshake.as_ref().is_ok_and(|h| h.protocol == "messagepack");
         let handshake_version = handshake.as_ref().map_or(0, |h| h.version);
@@ -317,11 +421,11 @@ impl Session {
             push_json_str(&mut out, &why);
             out.extend_from_slice(b"\"}");
             self.batch.push_hub_message(&out);
-            self.close = Some(CloseReason::HandshakeFailed(why));
-            self.sub.signal().schedule();
+            self.c.close = Some(CloseReason::HandshakeFailed(why));
+            self.c.sub.signal().schedule();
             return;
         }
-        let hub = self.hub.as_mut().expect("hub session");
+        let hub = &mut self.hub;
         hub.handshake_done = true;
         // Ack and Sequence exist from version 2 on: a client that asked for less gets no stateful reconnect, as
         // ASP.NET Core disables it for such a handshake.
@@ -330,16 +434,16 @@ impl Session {
         }
         // The handshake answer is JSON text whatever the protocol; what follows is in the protocol.
         self.batch.push_hub_message(b"{}");
-        self.batch.set_msgpack(msgpack);
+        self.batch.framing_mut().set_msgpack(msgpack);
         // `Clients.User`: a logged-in connection hears its own private topic without asking, from now on.
-        if let Some(user) = &self.identity.user {
-            let name = format!("{}{user}", super::PRIVATE_PREFIX);
-            if let Some(topic) = self.sub.engine().topic(&name) {
+        if let Some(user) = &self.c.identity.user {
+            let name = format!("{}{user}", PRIVATE_PREFIX);
+            if let Some(topic) = self.c.sub.engine().topic(&name) {
                 let since = Position { epoch: topic.epoch(), seq: topic.head() };
-                let _ = self.sub.subscribe(topic, Some(since));
+                let _ = self.c.sub.subscribe(topic, Some(since));
             }
         }
-        self.sub.signal().schedule();
+        self.c.sub.signal().schedule();
     }
 
     fn invoke(&mut self, m: HubMessage, now: Instant) {
@@ -381,7 +485,7 @@ impl Session {
             }
         };
         if result.is_err() {
-            self.count_error(now);
+            self.c.count_error(now);
         }
         if let Some(id) = id {
             self.push_completion(&id, result.as_ref().map(|r| r.as_deref()).map_err(|(c, m)| (*c, m.as_str())));
@@ -401,11 +505,11 @@ impl Session {
             _ => (None, None),
         };
         let names = names.ok_or_else(|| bad_args("Subscribe", SIGNATURE))?;
-        self.subscribe_topics(&names, since.as_ref(), false)?;
+        self.c.subscribe_topics(&names, since.as_ref(), false)?;
         // A topic a stream already reads: its messages now go both ways.
         for name in &names {
-            if let Some(stream) = self.sub.stream_of(name).cloned() {
-                self.sub.set_stream(name, Some(HubStream { also_invocation: true, ..stream }));
+            if let Some(stream) = self.stream_of(name).cloned() {
+                self.set_stream(name, Some(HubStream { also_invocation: true, ..stream }));
             }
         }
         Ok(())
@@ -414,13 +518,13 @@ impl Session {
     fn hub_unsubscribe(&mut self, args: &[Value]) -> Result<(), Refusal> {
         let names = topic_list(args).ok_or_else(|| bad_args("Unsubscribe", "topics: string[], non-empty"))?;
         for name in &names {
-            match self.sub.stream_of(name).cloned() {
+            match self.stream_of(name).cloned() {
                 // A stream keeps reading the topic; only the Invocations stop.
                 Some(stream) => {
-                    self.sub.set_stream(name, Some(HubStream { also_invocation: false, ..stream }));
+                    self.set_stream(name, Some(HubStream { also_invocation: false, ..stream }));
                 }
                 None => {
-                    self.sub.unsubscribe(name);
+                    self.c.sub.unsubscribe(name);
                 }
             }
         }
@@ -439,10 +543,10 @@ impl Session {
         let (Some(lot), Some(amount)) = (text(lot), text(amount)) else {
             return Err(bad_args("PlaceBid", "lotId: string, amount: string, idempotencyKey: string"));
         };
-        let Some(user) = self.identity.user.clone() else {
+        let Some(user) = self.c.identity.user.clone() else {
             return Err((code::UNAUTHORIZED, "PlaceBid needs a logged-in connection (access_token)".to_owned()));
         };
-        let hub = self.hub.as_mut().expect("hub session");
+        let hub = &mut self.hub;
         let op_id = match id {
             // A non-blocking invocation: the bid is placed, its answer dropped (the outcome still comes by push).
             None => 0,
@@ -456,14 +560,14 @@ impl Session {
                 hub.next_id
             }
         };
-        self.ops.push_back(AppOp::Bid { id: op_id, user, lot, amount, key: key.clone() });
+        self.c.ops.push_back(AppOp::Bid { id: op_id, user, lot, amount, key: key.clone() });
         Ok(())
     }
 
     fn hub_stream_ticks(&mut self, id: &str, args: &[Value]) -> Result<(), Refusal> {
         let [Value::String(symbol)] = args else { return Err(bad_args("StreamTicks", "symbol: string")) };
         let topic = format!("{TICKS_PREFIX}{symbol}");
-        let hub = self.hub.as_ref().expect("hub session");
+        let hub = &self.hub;
         if hub.streams.contains_key(id) {
             return Err((code::BAD_REQUEST, format!("stream {id:?} is already open")));
         }
@@ -471,33 +575,33 @@ impl Session {
             return Err((code::TOO_MANY_INVOCATIONS, format!("at most {MAX_STREAMS} streams per connection")));
         }
         // One stream per topic: a newer one takes the topic over and the older completes.
-        if let Some(old) = self.sub.stream_of(&topic).cloned() {
+        if let Some(old) = self.stream_of(&topic).cloned() {
             self.end_stream(&old.id);
         }
-        let subscribed = self.sub.is_subscribed(&topic);
+        let subscribed = self.c.sub.is_subscribed(&topic);
         if !subscribed {
-            self.subscribe_topics(std::slice::from_ref(&topic), None, false)?;
+            self.c.subscribe_topics(std::slice::from_ref(&topic), None, false)?;
         }
         let id: Arc<str> = id.into();
-        self.sub.set_stream(&topic, Some(HubStream { id: id.clone(), also_invocation: subscribed }));
-        self.hub.as_mut().expect("hub session").streams.insert(id, topic);
-        self.sub.signal().schedule();
+        self.set_stream(&topic, Some(HubStream { id: id.clone(), also_invocation: subscribed }));
+        self.hub.streams.insert(id, topic);
+        self.c.sub.signal().schedule();
         Ok(())
     }
 
     /// Ends stream `id` (cancelled, or its topic unsubscribed or taken over) with its Completion.
     fn end_stream(&mut self, id: &str) {
-        let Some(topic) = self.hub.as_mut().expect("hub session").streams.remove(id) else { return };
-        if self.sub.stream_of(&topic).is_some_and(|s| s.also_invocation) {
-            self.sub.set_stream(&topic, None);
+        let Some(topic) = self.hub.streams.remove(id) else { return };
+        if self.stream_of(&topic).is_some_and(|s| s.also_invocation) {
+            self.set_stream(&topic, None);
         } else {
-            self.sub.unsubscribe(&topic);
+            self.c.sub.unsubscribe(&topic);
         }
         self.push_completion(id, Ok(None));
     }
 
-    pub(super) fn hub_op_result(&mut self, op_id: u64, result: Result<&str, (&str, &str)>) {
-        let Some(id) = self.hub.as_mut().expect("hub session").pending.remove(&op_id) else { return };
+    fn hub_op_result(&mut self, op_id: u64, result: Result<&str, (&str, &str)>) {
+        let Some(id) = self.hub.pending.remove(&op_id) else { return };
         self.push_completion(&id, result.map(Some));
     }
 
@@ -523,33 +627,31 @@ impl Session {
         }
         out.push(b'}');
         self.batch.push_hub_message(&out);
-        self.sub.signal().schedule();
+        self.c.sub.signal().schedule();
     }
 
     /// SignalR: queues a Ping (`{"type":6}`), which a client needs to hear at least every 15 s or it gives the
     /// connection up. A no-op before the handshake, after a close, and for the native encodings.
     pub fn keep_alive(&mut self) {
-        if self.close.is_none() && self.hub.as_ref().is_some_and(|h| h.handshake_done) {
+        if self.c.close.is_none() && self.hub.handshake_done {
             self.batch.push_hub_message(b"{\"type\":6}");
-            self.sub.signal().schedule();
+            self.c.sub.signal().schedule();
         }
     }
 
     /// SignalR: turns on stateful reconnect (negotiated with `useStatefulReconnect`): trackable messages are kept
-    /// until the client acknowledges them, up to `limit` bytes, and [`Session::resume`] sends them again on a new
+    /// until the client acknowledges them, up to `limit` bytes, and [`HubSession::resume`] sends them again on a new
     /// socket.
     pub fn enable_stateful_reconnect(&mut self, limit: usize) {
-        if let Some(hub) = self.hub.as_mut() {
-            hub.replay = Some(Box::new(Replay { limit, first_id: 1, ..Replay::default() }));
-        }
+        self.hub.replay = Some(Box::new(Replay { limit, first_id: 1, ..Replay::default() }));
     }
 
     /// SignalR stateful reconnect: the first frame for a new socket of this connection: a Sequence message with
     /// the id of the oldest unacknowledged message, then those messages again. `None` without stateful reconnect.
     pub fn resume(&mut self) -> Option<Vec<u8>> {
-        let r = self.hub.as_ref()?.replay.as_ref()?;
+        let r = self.hub.replay.as_ref()?;
         let mut out = Vec::with_capacity(r.unacked_bytes() + 16);
-        if self.batch.is_msgpack() {
+        if self.batch.framing().is_msgpack() {
             let mut m = vec![0x92, 9];
             crate::msgpack::put_int(&mut m, r.first_id as i64);
             crate::msgpack::put_varint(&mut out, m.len());
@@ -558,14 +660,14 @@ impl Session {
             out.extend_from_slice(format!("{{\"type\":9,\"sequenceId\":{}}}\u{1e}", r.first_id).as_bytes());
         }
         out.extend_from_slice(&r.buf[r.head..]);
-        self.sub.signal().schedule();
+        self.c.sub.signal().schedule();
         Some(out)
     }
 
     /// Stateful reconnect: owes the client an Ack; true while the unacknowledged bytes are over the limit, when
     /// no new topic messages are taken.
-    pub(super) fn hub_before_drain(&mut self) -> bool {
-        let Some(r) = self.hub.as_mut().and_then(|h| h.replay.as_mut()) else { return false };
+    fn hub_before_drain(&mut self) -> bool {
+        let Some(r) = self.hub.replay.as_mut() else { return false };
         if r.ack_due {
             r.ack_due = false;
             let ack = format!("{{\"type\":8,\"sequenceId\":{}}}", r.last_in);
@@ -577,34 +679,32 @@ impl Session {
     }
 
     /// Stateful reconnect: keeps what the batch about to be cleared held.
-    pub(super) fn hub_sent(&mut self) {
-        let msgpack = self.batch.is_msgpack();
-        if let Some(r) = self.hub.as_mut().and_then(|h| h.replay.as_mut()) {
-            r.record(self.batch.bytes(), msgpack);
+    fn hub_sent(&mut self) {
+        let msgpack = self.batch.framing().is_msgpack();
+        if let (Some(r), Some(bytes)) = (self.hub.replay.as_mut(), self.batch.finish()) {
+            r.record(bytes, msgpack);
         }
     }
 
     /// SignalR: the transport carries text only (Server-Sent Events), so a MessagePack handshake is refused.
     pub fn set_text_only(&mut self) {
-        if let Some(h) = self.hub.as_mut() {
-            h.text_only = true;
-        }
+        self.hub.text_only = true;
     }
 
     /// SignalR: the connection speaks MessagePack; its batches go in binary frames.
     pub fn is_binary(&self) -> bool {
-        self.batch.is_msgpack()
+        self.batch.framing().is_msgpack()
     }
 
     /// SignalR: true once the handshake succeeded.
     pub fn handshake_done(&self) -> bool {
-        self.hub.as_ref().is_some_and(|h| h.handshake_done)
+        self.hub.handshake_done
     }
 
     /// The Close message (`{"type":7,...}`) that tells a SignalR client why the server closes, once.
-    pub(super) fn push_hub_close(&mut self) {
-        let Some(reason) = &self.close else { return };
-        let hub = self.hub.as_mut().expect("hub session");
+    fn push_hub_close(&mut self) {
+        let Some(reason) = &self.c.close else { return };
+        let hub = &mut self.hub;
         if hub.close_sent || !hub.handshake_done {
             return;
         }
@@ -633,17 +733,17 @@ fn topic_list(args: &[Value]) -> Option<Vec<String>> {
     items.iter().map(|v| v.as_str().map(str::to_owned)).collect()
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Encoding, Engine, EngineConfig, Identity, Price, SessionConfig, Tick};
+    use marquee_engine::{EngineConfig, Price, Tick};
 
     fn tick(p: i64) -> Tick {
         Tick { price: Price(p * 1_000_000_000), size: 1, ..Default::default() }
     }
 
     /// The hub messages of one batch, parsed.
-    fn recv(s: &mut Session) -> Vec<Value> {
+    fn recv(s: &mut HubSession) -> Vec<Value> {
         let Some(f) = s.poll_transmit() else { return Vec::new() };
         assert_eq!(f.last(), Some(&RECORD_SEPARATOR), "every batch ends with a separator");
         let out =
@@ -652,8 +752,8 @@ mod tests {
         out
     }
 
-    fn connected(engine: &Arc<Engine>) -> Session {
-        let mut s = Session::new(engine.clone(), Encoding::SignalR, SessionConfig::default());
+    fn connected(engine: &Arc<Engine>) -> HubSession {
+        let mut s = HubSession::new(engine.clone(), SessionConfig::default());
         s.handle_frame(b"{\"protocol\":\"json\",\"version\":1}\x1e", Instant::now());
         assert_eq!(recv(&mut s), vec![serde_json::json!({})]);
         s
@@ -693,7 +793,7 @@ mod tests {
             (b"{\"protocol\":\"json\",\"version\":7}\x1e", "version 7"),
             (b"hello\x1e", "bad_request"),
         ] {
-            let mut s = Session::new(engine.clone(), Encoding::SignalR, SessionConfig::default());
+            let mut s = HubSession::new(engine.clone(), SessionConfig::default());
             s.handle_frame(hs, Instant::now());
             let out = recv(&mut s);
             assert!(out[0]["error"].as_str().unwrap().contains(want), "{out:?}");
@@ -707,7 +807,7 @@ mod tests {
         let engine = Engine::new(EngineConfig::default());
         for protocol in ["json", "messagepack"] {
             for version in 0..=2 {
-                let mut s = Session::new(engine.clone(), Encoding::SignalR, SessionConfig::default());
+                let mut s = HubSession::new(engine.clone(), SessionConfig::default());
                 let hs = format!("{{\"protocol\":\"{protocol}\",\"version\":{version}}}\x1e");
                 s.handle_frame(hs.as_bytes(), Instant::now());
                 let out = s.poll_transmit().unwrap().to_vec();
@@ -715,13 +815,13 @@ mod tests {
                 assert_eq!(out, b"{}\x1e", "{protocol} version {version}");
                 assert!(s.handshake_done() && s.poll_close().is_none(), "{protocol} version {version}");
             }
-            let mut s = Session::new(engine.clone(), Encoding::SignalR, SessionConfig::default());
+            let mut s = HubSession::new(engine.clone(), SessionConfig::default());
             s.handle_frame(format!("{{\"protocol\":\"{protocol}\",\"version\":3}}\x1e").as_bytes(), Instant::now());
             let out = String::from_utf8(s.poll_transmit().unwrap().to_vec()).unwrap();
             assert!(out.contains("does not support version 3"), "{out}");
         }
         // Below version 2 there is no Ack or Sequence, so no stateful reconnect even when negotiated.
-        let mut s = Session::new(engine.clone(), Encoding::SignalR, SessionConfig::default());
+        let mut s = HubSession::new(engine.clone(), SessionConfig::default());
         s.enable_stateful_reconnect(1 << 20);
         s.handle_frame(b"{\"protocol\":\"json\",\"version\":1}\x1e", Instant::now());
         recv(&mut s);
@@ -824,7 +924,7 @@ mod tests {
         let engine = Engine::new(EngineConfig::default());
         let mut w = engine.create_topic("ticks.AAPL").unwrap();
         w.publish_tick(&tick(1), 1).unwrap();
-        let mut s = Session::new(engine.clone(), Encoding::SignalR, SessionConfig::default());
+        let mut s = HubSession::new(engine.clone(), SessionConfig::default());
         s.enable_stateful_reconnect(1 << 20);
         s.handle_frame(b"{\"protocol\":\"json\",\"version\":2}\x1e", Instant::now());
         let sub = b"{\"type\":1,\"invocationId\":\"s\",\"target\":\"Subscribe\",\"arguments\":[[\"ticks.AAPL\"]]}\x1e";
@@ -867,7 +967,7 @@ mod tests {
     fn signalr_stateful_reconnect_stops_taking_topic_messages_past_its_buffer_until_acked() {
         let engine = Engine::new(EngineConfig::default());
         let mut w = engine.create_topic("ticks.AAPL").unwrap();
-        let mut s = Session::new(engine.clone(), Encoding::SignalR, SessionConfig::default());
+        let mut s = HubSession::new(engine.clone(), SessionConfig::default());
         s.enable_stateful_reconnect(300);
         s.handle_frame(b"{\"protocol\":\"json\",\"version\":2}\x1e", Instant::now());
         let sub = b"{\"type\":1,\"invocationId\":\"s\",\"target\":\"Subscribe\",\"arguments\":[[\"ticks.AAPL\"]]}\x1e";
@@ -906,7 +1006,7 @@ mod tests {
     }
 
     /// The MessagePack frames of one batch, decoded.
-    fn recv_msgpack(s: &mut Session) -> Vec<Value> {
+    fn recv_msgpack(s: &mut HubSession) -> Vec<Value> {
         let Some(f) = s.poll_transmit() else { return Vec::new() };
         let mut rest = f;
         let mut out = Vec::new();
@@ -926,7 +1026,7 @@ mod tests {
         let engine = Engine::new(EngineConfig::default());
         let mut w = engine.create_topic("ticks.AAPL").unwrap();
         w.publish_tick(&tick(1), 1).unwrap();
-        let mut s = Session::new(engine.clone(), Encoding::SignalR, SessionConfig::default());
+        let mut s = HubSession::new(engine.clone(), SessionConfig::default());
         // The handshake is JSON; the Subscribe after it, in the same frame, is MessagePack:
         // [1, {}, "0", "Subscribe", [["ticks.AAPL"]], []].
         let mut frame = b"{\"protocol\":\"messagepack\",\"version\":1}\x1e".to_vec();
@@ -966,7 +1066,7 @@ mod tests {
     #[test]
     fn signalr_messagepack_is_refused_on_a_text_only_transport() {
         let engine = Engine::new(EngineConfig::default());
-        let mut s = Session::new(engine.clone(), Encoding::SignalR, SessionConfig::default());
+        let mut s = HubSession::new(engine.clone(), SessionConfig::default());
         s.set_text_only();
         s.handle_frame(b"{\"protocol\":\"messagepack\",\"version\":1}\x1e", Instant::now());
         let out = recv(&mut s);
@@ -978,7 +1078,7 @@ mod tests {
         let engine = Engine::new(EngineConfig::default());
         let mut w = engine.create_topic("users.alice").unwrap();
         w.publish_event("bid_result", r#"{"status":"accepted"}"#, 1).unwrap();
-        let mut s = Session::new(engine.clone(), Encoding::SignalR, SessionConfig::default());
+        let mut s = HubSession::new(engine.clone(), SessionConfig::default());
         s.set_identity(Identity { user: Some("alice".into()), publisher: false });
         s.handle_frame(b"{\"protocol\":\"json\",\"version\":1}\x1e", Instant::now());
         assert_eq!(recv(&mut s), vec![serde_json::json!({})], "no snapshot of old private events");
@@ -1001,7 +1101,7 @@ mod tests {
     fn signalr_oversized_or_garbled_messages_close_with_a_close_message() {
         let engine = Engine::new(EngineConfig::default());
         let cfg = SessionConfig { max_frame_bytes: 1024, ..SessionConfig::default() };
-        let mut s = Session::new(engine.clone(), Encoding::SignalR, cfg);
+        let mut s = HubSession::new(engine.clone(), cfg);
         s.handle_frame(b"{\"protocol\":\"json\",\"version\":1}\x1e", Instant::now());
         recv(&mut s);
         s.handle_frame(&[b' '; 2000], Instant::now());

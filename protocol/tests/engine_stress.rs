@@ -100,7 +100,7 @@ fn check_frame(frame: &[u8], enc: Encoding, last: &mut [u64], n_gaps: &mut u64) 
             }
         }
         Encoding::Binary => {
-            use marquee_engine::codec::{BinRecord, decode_bin_batch, record};
+            use marquee_protocol::decode::{BinRecord, decode_bin_batch, record};
             for rec in decode_bin_batch(frame).expect("batch decodes") {
                 match rec {
                     BinRecord::Tick(t) => {
@@ -117,6 +117,5 @@ fn check_frame(frame: &[u8], enc: Encoding, last: &mut [u64], n_gaps: &mut u64) 
                 }
             }
         }
-        Encoding::SignalR => unreachable!("the stress test reads JSON and binary batches"),
     }
 }
