@@ -236,7 +236,7 @@ async fn serve_connection(conn: quinn::Connection, state: &Arc<AppState>) {
     let datagrams = conn.max_datagram_size().is_some();
     let mut session = Session::new(state.engine.clone(), encoding, SessionConfig { datagrams, ..cfg.session });
     session.set_identity(Identity::default());
-    let (ops_tx, mut ops_rx) = tokio::sync::mpsc::unbounded_channel::<crate::ws::OpResult>();
+    let (ops_tx, mut ops_rx) = tokio::sync::mpsc::unbounded_channel::<crate::driver::OpResult>();
     let signal = session.signal().clone();
     let mut shutdown = state.shutdown.clone();
     let mut frames = FrameReader::default();
@@ -270,7 +270,7 @@ async fn serve_connection(conn: quinn::Connection, state: &Arc<AppState>) {
                         match frames.next_frame(MAX_FRAME) {
                             Ok(Some(f)) => {
                                 session.handle_frame(&f, now);
-                                crate::ws::start_ops(&mut session, state, &ops_tx);
+                                crate::driver::start_ops(&mut session, state, &ops_tx);
                             }
                             Ok(None) => break,
                             Err(FrameError::TooLarge(n)) => {

@@ -12,32 +12,30 @@ use crate::auction::ApiError;
 use crate::server::AppState;
 // The token comes as `Authorization: Bearer` or `?access_token=` (browsers cannot set headers on WebSockets and
 // EventSource), as on `/ws`.
-use crate::ws::{ConnGuard, OpResult, start_ops, upgrade_token as request_token};
+use crate::driver::{self, ConnGuard, Ended, OpResult, admit, authenticate, request_token, start_ops};
+use crate::ws::{HARD_MAX_MESSAGE, Ws};
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use marquee_engine::Signal;
-use marquee_protocol::{CloseReason, Connection, HubSession, Identity};
+use marquee_protocol::{CloseReason, Connection, HubSession, Identity, SessionConfig, Timers};
 use std::collections::HashMap;
 use std::future::poll_fn;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc};
-use tokio::time::{MissedTickBehavior, interval, sleep, timeout};
+use tokio::time::{sleep, timeout};
 
 /// Where the hub lives.
 pub const HUB_PATH: &str = "/hubs/market";
 /// Largest body of one `POST` (SSE and long polling send); each hub message in it is also held to the session's
 /// `max_frame_bytes`.
 const MAX_POST_BODY: usize = 1 << 20;
-/// Client WebSocket messages above this are refused by the WebSocket layer itself.
-const HARD_MAX_MESSAGE: usize = 1 << 20;
 
 /// The negotiated connections, by connection token.
 #[derive(Debug, Default)]
@@ -86,9 +84,16 @@ struct Conn {
     stateful: bool,
     /// The session's wake-up signal (cloned out, so waiting needs no lock).
     signal: Arc<Signal>,
-    /// Wakes a waiting long poll when a newer poll or a `DELETE` ends it; tells a stateful connection's WebSocket
-    /// that a new socket takes over (the client saw the old one fail before the server did).
+    /// Wakes a waiting long poll when a newer poll or a `DELETE` ends it.
     kick: Notify,
+    /// Tells a stateful connection's WebSocket that a new socket takes over (the client saw the old one fail
+    /// before the server did).
+    takeover: driver::Takeover,
+    /// Tells the connection's driver task that its transport state changed (claimed, a poll ended, closed), so it
+    /// recomputes its deadlines. One waiter: `notify_one` keeps the news until the driver looks.
+    changed: Notify,
+    /// Stateful reconnect: the old WebSocket parked the session (or the connection ended), for a taking-over socket.
+    parked: Notify,
     inner: Mutex<Inner>,
     _guard: ConnGuard,
 }
@@ -102,7 +107,6 @@ struct Inner {
     ops_tx: mpsc::UnboundedSender<OpResult>,
     /// Their receiving end, taken by whichever task runs the transport (and put back when a WebSocket is parked).
     ops_rx: Option<mpsc::UnboundedReceiver<OpResult>>,
-    last_heard: Instant,
     /// Long polling: the newest poll's number; an older poll that sees another number ends with 204.
     poll_gen: u64,
     polling: bool,
@@ -158,32 +162,6 @@ async fn cors(State(state): State<Arc<AppState>>, req: Request, next: Next) -> R
     resp
 }
 
-fn authenticate(state: &AppState, headers: &HeaderMap, query: &HashMap<String, String>) -> Result<Identity, ApiError> {
-    let Some(token) = request_token(headers, query) else { return Ok(Identity::default()) };
-    match crate::auction::verify(state, token) {
-        Ok(c) => {
-            crate::auction::ensure_user_topic(state, &c.sub);
-            Ok(Identity { user: Some(c.sub), publisher: c.role == crate::auth::Role::Publisher })
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// Counts a connection against `max_connections`; 503 when full.
-fn admit(state: &Arc<AppState>) -> Result<ConnGuard, ApiError> {
-    let prev = state.connections.fetch_add(1, Ordering::AcqRel);
-    let guard = ConnGuard(state.clone());
-    if prev >= state.max_connections {
-        state.rejected.fetch_add(1, Ordering::Relaxed);
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too_many_connections",
-            format!("the server holds at most {} connections", state.max_connections),
-        ));
-    }
-    Ok(guard)
-}
-
 fn random_id() -> String {
     use base64::Engine as _;
     use std::io::Read;
@@ -195,7 +173,14 @@ fn random_id() -> String {
 }
 
 fn new_session(state: &AppState, identity: &Identity) -> HubSession {
-    let mut s = HubSession::new(state.engine.clone(), state.config.session);
+    // The session runs SignalR's timers on every transport: hub Pings, the client timeout, the handshake deadline.
+    let c = &state.config;
+    let timers = Timers {
+        keep_alive: Some(c.signalr.keep_alive),
+        idle_timeout: Some(c.signalr.client_timeout),
+        handshake_timeout: Some(c.signalr.handshake_timeout),
+    };
+    let mut s = HubSession::new(state.engine.clone(), SessionConfig { timers, ..c.session });
     s.set_identity(identity.clone());
     s
 }
@@ -226,12 +211,14 @@ async fn negotiate(
         stateful,
         signal: session.signal().clone(),
         kick: Notify::new(),
+        takeover: driver::Takeover::default(),
+        changed: Notify::new(),
+        parked: Notify::new(),
         inner: Mutex::new(Inner {
             transport: None,
             session: Some(session),
             ops_tx,
             ops_rx: Some(ops_rx),
-            last_heard: now,
             poll_gen: 0,
             polling: false,
             last_poll: now,
@@ -333,6 +320,7 @@ async fn connect_websocket(
         hand_over_early(&state, &mut session, &mut early, &inner.ops_tx);
         inner.transport = Some(Transport::WebSockets);
         inner.parked_at = None;
+        conn.takeover.clear();
         let ops = (inner.ops_tx.clone(), ops_rx);
         drop(inner);
         (session, ops, Some(conn), None)
@@ -372,6 +360,7 @@ impl Drop for Claimed {
     fn drop(&mut self) {
         if let Some(conn) = &self.conn {
             lock(&conn.inner).ended = true;
+            conn.parked.notify_waiters();
             self.state.signalr.remove(&conn.token);
         }
     }
@@ -380,15 +369,22 @@ impl Drop for Claimed {
 /// Stateful reconnect: a new socket for a connection whose old one the server still holds (it has not seen it
 /// fail yet): asks the old one to let go, and waits briefly for its session to be parked.
 async fn take_over(conn: &Conn) {
-    for _ in 0..100 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        // Listen before looking, so a park in between is not missed.
+        let parked = conn.parked.notified();
+        tokio::pin!(parked);
+        parked.as_mut().enable();
         {
             let inner = lock(&conn.inner);
             if inner.transport != Some(Transport::WebSockets) || inner.parked_at.is_some() || inner.ended {
                 return;
             }
         }
-        conn.kick.notify_waiters();
-        sleep(Duration::from_millis(20)).await;
+        conn.takeover.request();
+        if tokio::time::timeout_at(deadline, parked).await.is_err() {
+            return;
+        }
     }
 }
 
@@ -402,6 +398,7 @@ fn park(state: &Arc<AppState>, conn: &Arc<Conn>, session: HubSession, ops_rx: mp
         inner.ops_rx = Some(ops_rx);
         inner.parked_at = Some(at);
     }
+    conn.parked.notify_waiters();
     let (state, conn) = (state.clone(), conn.clone());
     tokio::spawn(async move {
         sleep(state.config.signalr.client_timeout).await;
@@ -418,88 +415,38 @@ fn park(state: &Arc<AppState>, conn: &Arc<Conn>, session: HubSession, ops_rx: mp
 
 /// Runs a hub WebSocket; true when the session is over (closed), false when only the socket went away.
 async fn serve_websocket(
-    mut socket: WebSocket,
+    socket: WebSocket,
     state: &Arc<AppState>,
     session: &mut HubSession,
     ops_tx: &mpsc::UnboundedSender<OpResult>,
     ops_rx: &mut mpsc::UnboundedReceiver<OpResult>,
     conn: Option<&Conn>,
 ) -> bool {
-    let cfg = &state.config;
-    let stateful = conn.is_some_and(|c| c.stateful);
-    let never = Notify::new();
-    let kick = conn.map_or(&never, |c| &c.kick);
-    let signal = session.signal().clone();
-    let mut shutdown = state.shutdown.clone();
-    let mut keep_alive = interval(cfg.signalr.keep_alive);
-    keep_alive.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    keep_alive.tick().await;
-    let handshake_deadline = tokio::time::Instant::now() + cfg.signalr.handshake_timeout;
-    let mut last_heard = Instant::now();
+    use driver::Transport as _;
+    let write_timeout = state.config.write_timeout;
+    let mut ws = Ws(socket);
     // A stateful connection on a new socket: first the Sequence and what the client has not acknowledged.
     if session.handshake_done()
         && let Some(resume) = session.resume()
     {
-        let msg = hub_frame(resume, session.is_binary());
-        if !matches!(timeout(cfg.write_timeout, socket.send(msg)).await, Ok(Ok(()))) {
+        let binary = session.binary_frames();
+        if !matches!(timeout(write_timeout, ws.send(&resume, binary)).await, Ok(Ok(()))) {
             return false;
         }
     }
-    loop {
-        let binary = session.is_binary();
-        if let Some(frame) = session.poll_transmit() {
-            let msg = hub_frame(frame.to_vec(), binary);
-            match timeout(cfg.write_timeout, socket.send(msg)).await {
-                Ok(Ok(())) => session.sent(),
-                Ok(Err(_)) => return false,
-                Err(_) => {
-                    tracing::debug!("dropping a SignalR socket that took no data for {:?}", cfg.write_timeout);
-                    return false;
-                }
+    let takeover = conn.filter(|c| c.stateful).map(|c| &c.takeover);
+    match driver::run(&mut ws, session, state, ops_tx, ops_rx, takeover).await {
+        Ended::Closed => {
+            if let Some(reason) = session.poll_close() {
+                ws.close(reason, write_timeout).await;
             }
+            true
         }
-        if let Some(reason) = session.poll_close() {
-            crate::ws::close(socket, reason, cfg.write_timeout).await;
-            return true;
+        Ended::Lost => false,
+        Ended::TakenOver => {
+            tracing::debug!("signalr: a new socket takes this stateful connection over");
+            false
         }
-        let handshaking = !session.handshake_done();
-        tokio::select! {
-            biased;
-            _ = shutdown.changed() => session.close(CloseReason::GoingAway),
-            msg = socket.recv() => if !crate::ws::received(msg, session, state, ops_tx, &mut last_heard) {
-                return false;
-            },
-            Some((id, r)) = ops_rx.recv() => {
-                session.handle_op_result(id, r.as_deref().map_err(|(c, m)| (*c, m.as_str())));
-            }
-            _ = poll_fn(|cx| signal.poll_ready(cx)) => {}
-            _ = kick.notified(), if stateful => {
-                tracing::debug!("signalr: a new socket takes this stateful connection over");
-                return false;
-            }
-            _ = tokio::time::sleep_until(handshake_deadline), if handshaking => {
-                session.close(CloseReason::HandshakeFailed("no handshake within the handshake timeout".into()));
-            }
-            _ = keep_alive.tick() => {
-                if last_heard.elapsed() > cfg.signalr.client_timeout {
-                    session.close(CloseReason::IdleTimeout);
-                } else {
-                    session.keep_alive();
-                }
-            }
-        }
-    }
-}
-
-/// A batch as a WebSocket message: binary for MessagePack (whose first batch still starts with the JSON
-/// handshake answer, which the clients read from binary frames too), text for JSON.
-fn hub_frame(bytes: Vec<u8>, binary: bool) -> Message {
-    if binary {
-        return Message::Binary(Bytes::from(bytes));
-    }
-    match Utf8Bytes::try_from(bytes) {
-        Ok(text) => Message::Text(text),
-        Err(_) => unreachable!("JSON hub messages are built from UTF-8 pieces"),
     }
 }
 
@@ -510,14 +457,16 @@ fn claim(state: &Arc<AppState>, conn: &Conn, transport: Transport) -> Result<boo
     match inner.transport {
         None if !inner.ended => {
             inner.transport = Some(transport);
-            inner.last_heard = Instant::now();
             let inner = &mut *inner;
             if let Some(session) = inner.session.as_mut() {
                 if transport == Transport::ServerSentEvents {
                     session.set_text_only();
                 }
+                // The transport connected: a sign of life, which arms the session's timers.
+                session.heard(Instant::now());
                 hand_over_early(state, session, &mut inner.early, &inner.ops_tx);
             }
+            conn.changed.notify_one();
             Ok(true)
         }
         Some(t) if t == transport && transport == Transport::LongPolling => Ok(false),
@@ -650,7 +599,7 @@ async fn long_poll(state: Arc<AppState>, conn: Arc<Conn>) -> Result<Response, Ap
         match take_batch(&conn, Bytes::copy_from_slice) {
             Err(()) => break StatusCode::NO_CONTENT.into_response(),
             Ok(Some(frame)) => {
-                let binary = lock(&conn.inner).session.as_ref().is_some_and(HubSession::is_binary);
+                let binary = lock(&conn.inner).session.as_ref().is_some_and(HubSession::binary_frames);
                 let ct = if binary { "application/octet-stream" } else { "text/plain; charset=utf-8" };
                 break ([(header::CONTENT_TYPE, ct)], frame).into_response();
             }
@@ -672,6 +621,7 @@ async fn long_poll(state: Arc<AppState>, conn: Arc<Conn>) -> Result<Response, Ap
     if inner.poll_gen == my_gen {
         inner.polling = false;
         inner.last_poll = Instant::now();
+        conn.changed.notify_one();
     }
     let ended = inner.ended;
     drop(inner);
@@ -715,7 +665,6 @@ async fn send(
             format!("the body could not be read, or is over {MAX_POST_BODY} bytes"),
         ));
     };
-    inner.last_heard = Instant::now();
     if inner.transport.is_none() {
         // Before the first poll or SSE request: kept until a transport claims the connection.
         if inner.early.len() + bytes.len() > MAX_POST_BODY {
@@ -728,7 +677,7 @@ async fn send(
         inner.early.extend_from_slice(&bytes);
         return Ok(StatusCode::OK.into_response());
     }
-    let now = inner.last_heard;
+    let now = Instant::now();
     let ops_tx = inner.ops_tx.clone();
     let Some(session) = inner.session.as_mut() else { return Err(unknown_id()) };
     session.handle_frame(&bytes, now);
@@ -753,45 +702,61 @@ async fn delete(
         }
     }
     conn.kick.notify_waiters();
+    conn.changed.notify_one();
     conn.signal.wake();
     state.signalr.remove(&conn.token);
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
-/// The timers of a negotiated connection: the handshake deadline for every transport; then, for SSE and long
-/// polling (whose session stays in the entry), keep-alive Pings, the client timeout, vanished long-pollers,
-/// server shutdown, and the answers of asynchronous hub methods.
+/// The driver of a negotiated connection: forgets it when no transport claims it within the handshake timeout; for
+/// SSE and long polling (whose session stays in the entry) it runs the session's timers (hub Pings, the client
+/// timeout, the handshake deadline), gives up a transport that stopped taking data (an SSE client that stopped
+/// reading, a long-poller that stopped polling), applies the answers of asynchronous hub methods, and closes on
+/// shutdown. It sleeps until the next deadline; `Conn::changed` wakes it when the transport's state changes.
 async fn drive(state: Arc<AppState>, conn: Arc<Conn>) {
     let cfg = state.config.signalr;
-    let deadline = tokio::time::Instant::now() + cfg.handshake_timeout;
-    // Wait for a transport; a WebSocket runs its own timers.
+    let unclaimed_deadline = tokio::time::Instant::now() + cfg.handshake_timeout;
+    // Wait for a transport; a WebSocket runs its session itself.
     loop {
         let transport = lock(&conn.inner).transport;
         match transport {
             Some(Transport::WebSockets) => return,
             Some(_) => break,
-            None if tokio::time::Instant::now() >= deadline => {
-                tracing::debug!("signalr: negotiated connection never connected; dropped");
-                lock(&conn.inner).ended = true;
-                state.signalr.remove(&conn.token);
-                return;
+            None if lock(&conn.inner).ended => return,
+            None => {
+                if tokio::time::timeout_at(unclaimed_deadline, conn.changed.notified()).await.is_err() {
+                    tracing::debug!("signalr: negotiated connection never connected; dropped");
+                    lock(&conn.inner).ended = true;
+                    state.signalr.remove(&conn.token);
+                    return;
+                }
             }
-            None => sleep(Duration::from_millis(100)).await,
         }
     }
     let Some(mut ops_rx) = lock(&conn.inner).ops_rx.take() else { return };
-    let mut keep_alive = interval(cfg.keep_alive);
-    keep_alive.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    keep_alive.tick().await;
     let mut shutdown = state.shutdown.clone();
-    // When the session closed; a transport that has not delivered the Close by a write timeout later (an SSE client
-    // that stopped reading, a long-poller that stopped polling) is given up.
+    // When the session closed; a transport that has not delivered the Close by a write timeout later is given up.
     let mut closed_at: Option<Instant> = None;
     loop {
+        let deadline = {
+            let inner = lock(&conn.inner);
+            if inner.ended {
+                break;
+            }
+            let session = inner.session.as_ref();
+            if closed_at.is_none() && session.is_some_and(|s| s.poll_close().is_some()) {
+                closed_at = Some(Instant::now());
+            }
+            let give_up = closed_at.map(|at| at + state.config.write_timeout);
+            let poller_gone = (inner.transport == Some(Transport::LongPolling) && !inner.polling)
+                .then(|| inner.last_poll + cfg.client_timeout);
+            let timers = session.and_then(|s| s.poll_timeout());
+            [give_up, poller_gone, timers].into_iter().flatten().min().map(tokio::time::Instant::from_std)
+        };
         tokio::select! {
-            Some((id, r)) = ops_rx.recv() => {
+            Some(done) = ops_rx.recv() => {
                 if let Some(s) = lock(&conn.inner).session.as_mut() {
-                    s.handle_op_result(id, r.as_deref().map_err(|(c, m)| (*c, m.as_str())));
+                    driver::op_done(s, done);
                 }
                 conn.signal.wake();
             }
@@ -804,37 +769,23 @@ async fn drive(state: Arc<AppState>, conn: Arc<Conn>) {
                 sleep(Duration::from_millis(500)).await;
                 break;
             }
-            _ = keep_alive.tick() => {
+            _ = conn.changed.notified() => {}
+            _ = driver::sleep_until(deadline) => {
+                let now = Instant::now();
                 let mut inner = lock(&conn.inner);
-                if inner.ended {
+                if closed_at.is_some_and(|at| now >= at + state.config.write_timeout) {
+                    tracing::debug!("signalr: a closed connection's transport took nothing; dropped");
                     break;
                 }
-                if inner.session.as_ref().is_some_and(|s| s.poll_close().is_some()) {
-                    let at = *closed_at.get_or_insert_with(Instant::now);
-                    if at.elapsed() > state.config.write_timeout {
-                        tracing::debug!("signalr: a closed connection's transport took nothing; dropped");
-                        inner.ended = true;
-                        break;
-                    }
-                }
-                let lp_gone = inner.transport == Some(Transport::LongPolling)
+                if inner.transport == Some(Transport::LongPolling)
                     && !inner.polling
-                    && inner.last_poll.elapsed() > cfg.client_timeout;
-                if lp_gone {
+                    && now >= inner.last_poll + cfg.client_timeout
+                {
                     tracing::debug!("signalr: a long-polling client stopped polling; dropped");
-                    inner.ended = true;
                     break;
                 }
-                let silent = inner.last_heard.elapsed() > cfg.client_timeout;
-                let handshaking = inner.session.as_ref().is_some_and(|s| !s.handshake_done());
                 if let Some(s) = inner.session.as_mut() {
-                    if silent {
-                        s.close(CloseReason::IdleTimeout);
-                    } else if handshaking && tokio::time::Instant::now() >= deadline {
-                        s.close(CloseReason::HandshakeFailed("no handshake within the handshake timeout".into()));
-                    } else {
-                        s.keep_alive();
-                    }
+                    s.handle_timeout(now);
                 }
                 drop(inner);
                 conn.signal.wake();

@@ -21,8 +21,23 @@ pub struct SessionConfig {
     /// See `max_errors`.
     pub error_window: Duration,
     /// The transport can carry datagrams (QUIC): `subscribe` may ask for `"datagrams": true`, and the adapter
-    /// calls [`Session::poll_datagram`]. Off, such a subscribe is refused with `bad_request`.
+    /// calls [`crate::Session::poll_datagram`]. Off, such a subscribe is refused with `bad_request`.
     pub datagrams: bool,
+    /// The session's timers (none by default: the adapter sets those its transport needs).
+    pub timers: Timers,
+}
+
+/// The timers a session runs, on the time the adapter passes in ([`Connection::handle_timeout`]): the session
+/// owns them, the adapter only sleeps until [`Connection::poll_timeout`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Timers {
+    /// How often the connection shows it is alive: a transport ping the adapter sends when
+    /// [`Connection::poll_ping`] says so (native WebSocket), or a hub Ping message in the next batch (SignalR).
+    pub keep_alive: Option<Duration>,
+    /// Nothing heard from the client for this long closes the connection ([`CloseReason::IdleTimeout`], 4000).
+    pub idle_timeout: Option<Duration>,
+    /// SignalR: no handshake within this long after the session started closes it.
+    pub handshake_timeout: Option<Duration>,
 }
 
 impl Default for SessionConfig {
@@ -33,6 +48,7 @@ impl Default for SessionConfig {
             max_errors: 20,
             error_window: Duration::from_secs(10),
             datagrams: false,
+            timers: Timers::default(),
         }
     }
 }
@@ -174,6 +190,22 @@ pub trait Connection {
     fn set_identity(&mut self, identity: Identity);
     /// Ready when the session has messages to send.
     fn signal(&self) -> &Arc<Signal>;
+    /// The client showed it is alive without sending a frame the session reads (a WebSocket pong, a new socket
+    /// for the connection). Also arms the timers, as every call that passes a time does.
+    fn heard(&mut self, now: Instant);
+    /// When [`Connection::handle_timeout`] is due next; `None` when no timer runs (none configured, not armed
+    /// yet, or the connection is closing). Arm the timers by passing a time once, e.g. with
+    /// [`Connection::heard`] when the transport connects.
+    fn poll_timeout(&self) -> Option<Instant>;
+    /// Runs the timers due at `now`: a keep-alive, the idle timeout, the handshake deadline.
+    fn handle_timeout(&mut self, now: Instant);
+    /// True once when a transport-level ping is due (see [`Timers::keep_alive`]); protocols that ping in-band
+    /// never ask.
+    fn poll_ping(&mut self) -> bool {
+        false
+    }
+    /// The batches are binary (native binary encoding, SignalR MessagePack): binary WebSocket frames.
+    fn binary_frames(&self) -> bool;
 }
 
 /// One connection's state under either protocol.
@@ -187,6 +219,10 @@ pub(crate) struct Conn {
     last_drain_messages: u64,
     pub(crate) identity: Identity,
     pub(crate) ops: VecDeque<AppOp>,
+    /// When the timers were armed (the first time passed in).
+    armed_at: Option<Instant>,
+    last_heard: Option<Instant>,
+    next_keep_alive: Option<Instant>,
 }
 
 impl Conn {
@@ -200,6 +236,63 @@ impl Conn {
             last_drain_messages: 0,
             identity: Identity::default(),
             ops: VecDeque::new(),
+            armed_at: None,
+            last_heard: None,
+            next_keep_alive: None,
+        }
+    }
+
+    /// Starts the timers at the first time passed in.
+    fn arm(&mut self, now: Instant) {
+        if self.armed_at.is_none() {
+            self.armed_at = Some(now);
+            self.last_heard = Some(now);
+            self.next_keep_alive = self.config.timers.keep_alive.map(|k| now + k);
+        }
+    }
+
+    /// The client was heard from at `now`.
+    pub(crate) fn heard(&mut self, now: Instant) {
+        self.arm(now);
+        self.last_heard = Some(self.last_heard.map_or(now, |h| h.max(now)));
+    }
+
+    /// The next timer's instant (see [`Connection::poll_timeout`]); `handshaking` adds the handshake deadline.
+    pub(crate) fn poll_timeout(&self, handshaking: bool) -> Option<Instant> {
+        if self.close.is_some() {
+            return None;
+        }
+        let (armed, t) = (self.armed_at?, self.config.timers);
+        let idle = t.idle_timeout.zip(self.last_heard).map(|(d, h)| h + d);
+        let handshake = t.handshake_timeout.filter(|_| handshaking).map(|d| armed + d);
+        [self.next_keep_alive, idle, handshake].into_iter().flatten().min()
+    }
+
+    /// Runs the timers due at `now`; true when a keep-alive is due (the session sends it its own way).
+    pub(crate) fn handle_timeout(&mut self, now: Instant, handshaking: bool) -> bool {
+        self.arm(now);
+        if self.close.is_some() {
+            return false;
+        }
+        let t = self.config.timers;
+        if let Some(idle) = t.idle_timeout.zip(self.last_heard).map(|(d, h)| h + d)
+            && now >= idle
+        {
+            self.close = Some(CloseReason::IdleTimeout);
+            return false;
+        }
+        if let Some(d) = t.handshake_timeout.filter(|_| handshaking)
+            && now >= self.armed_at.unwrap_or(now) + d
+        {
+            self.close = Some(CloseReason::HandshakeFailed("no handshake within the handshake timeout".into()));
+            return false;
+        }
+        match (self.next_keep_alive, t.keep_alive) {
+            (Some(at), Some(every)) if now >= at => {
+                self.next_keep_alive = Some(now + every);
+                true
+            }
+            _ => false,
         }
     }
 

@@ -214,6 +214,7 @@ impl HubSession {
 
 impl Connection for HubSession {
     fn handle_frame(&mut self, frame: &[u8], now: Instant) {
+        self.c.heard(now);
         if self.c.close.is_none() {
             self.handle_hub_frame(frame, now);
         }
@@ -260,6 +261,33 @@ impl Connection for HubSession {
 
     fn signal(&self) -> &Arc<Signal> {
         self.c.sub.signal()
+    }
+
+    fn heard(&mut self, now: Instant) {
+        self.c.heard(now);
+    }
+
+    /// MessagePack goes in binary frames (its first batch still starts with the JSON handshake answer, which the
+    /// clients read from binary frames too).
+    fn binary_frames(&self) -> bool {
+        self.batch.framing().is_msgpack()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.c.poll_timeout(!self.hub.handshake_done)
+    }
+
+    /// A due keep-alive is a hub Ping (`{"type":6}`) in the next batch, which a client needs to hear at least
+    /// every 15 s or it gives the connection up; the idle timeout is the client timeout.
+    fn handle_timeout(&mut self, now: Instant) {
+        let was_open = self.c.close.is_none();
+        if self.c.handle_timeout(now, !self.hub.handshake_done) {
+            self.keep_alive();
+        }
+        if was_open && self.c.close.is_some() {
+            // The batch that carries the Close message must go out.
+            self.c.sub.signal().schedule();
+        }
     }
 }
 
@@ -630,9 +658,8 @@ impl HubSession {
         self.c.sub.signal().schedule();
     }
 
-    /// SignalR: queues a Ping (`{"type":6}`), which a client needs to hear at least every 15 s or it gives the
-    /// connection up. A no-op before the handshake, after a close, and for the native encodings.
-    pub fn keep_alive(&mut self) {
+    /// Queues a Ping (`{"type":6}`). A no-op before the handshake and after a close.
+    fn keep_alive(&mut self) {
         if self.c.close.is_none() && self.hub.handshake_done {
             self.batch.push_hub_message(b"{\"type\":6}");
             self.c.sub.signal().schedule();
@@ -691,11 +718,6 @@ impl HubSession {
         self.hub.text_only = true;
     }
 
-    /// SignalR: the connection speaks MessagePack; its batches go in binary frames.
-    pub fn is_binary(&self) -> bool {
-        self.batch.framing().is_msgpack()
-    }
-
     /// SignalR: true once the handshake succeeded.
     pub fn handshake_done(&self) -> bool {
         self.hub.handshake_done
@@ -737,6 +759,7 @@ fn topic_list(args: &[Value]) -> Option<Vec<String>> {
 mod tests {
     use super::*;
     use marquee_engine::{EngineConfig, Price, Tick};
+    use std::time::Duration;
 
     fn tick(p: i64) -> Tick {
         Tick { price: Price(p * 1_000_000_000), size: 1, ..Default::default() }
@@ -1037,7 +1060,7 @@ mod tests {
         crate::msgpack::put_varint(&mut frame, sub.len());
         frame.extend_from_slice(&sub);
         s.handle_frame(&frame, Instant::now());
-        assert!(s.is_binary());
+        assert!(s.binary_frames());
         let f = s.poll_transmit().unwrap().to_vec();
         s.sent();
         assert!(f.starts_with(b"{}\x1e"), "the handshake answer is JSON text");
@@ -1115,5 +1138,48 @@ mod tests {
         let out = recv(&mut s);
         assert_eq!(out[0]["type"], 7);
         assert!(out[0]["error"].as_str().unwrap().contains("bad_json"), "{out:?}");
+    }
+
+    fn timed(engine: &Arc<Engine>) -> HubSession {
+        let timers = crate::Timers {
+            keep_alive: Some(Duration::from_secs(15)),
+            idle_timeout: Some(Duration::from_secs(30)),
+            handshake_timeout: Some(Duration::from_secs(15)),
+        };
+        HubSession::new(engine.clone(), SessionConfig { timers, ..SessionConfig::default() })
+    }
+
+    #[test]
+    fn signalr_no_handshake_in_time_closes_on_simulated_time() {
+        let engine = Engine::new(EngineConfig::default());
+        let mut s = timed(&engine);
+        let t0 = Instant::now();
+        s.heard(t0);
+        assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(15)));
+        s.handle_timeout(t0 + Duration::from_secs(15));
+        assert_eq!(s.poll_close().map(CloseReason::code), Some(1002));
+        assert!(s.poll_close().unwrap().to_string().contains("no handshake"));
+        assert!(recv(&mut s).is_empty(), "no Ping and no Close message before a handshake");
+    }
+
+    #[test]
+    fn signalr_keep_alive_pings_then_the_client_timeout_closes_with_a_reconnectable_close() {
+        let engine = Engine::new(EngineConfig::default());
+        let mut s = timed(&engine);
+        let t0 = Instant::now();
+        s.handle_frame(b"{\"protocol\":\"json\",\"version\":1}\x1e", t0);
+        assert_eq!(recv(&mut s), vec![serde_json::json!({})]);
+        s.handle_timeout(t0 + Duration::from_secs(15));
+        assert_eq!(recv(&mut s), vec![serde_json::json!({"type": 6})], "a Ping every keep-alive");
+        // The client pings at 20 s; its timeout runs from there.
+        s.handle_frame(b"{\"type\":6}\x1e", t0 + Duration::from_secs(20));
+        s.handle_timeout(t0 + Duration::from_secs(30));
+        assert_eq!(recv(&mut s), vec![serde_json::json!({"type": 6})]);
+        assert!(s.poll_close().is_none());
+        s.handle_timeout(t0 + Duration::from_secs(50));
+        assert!(s.signal().is_scheduled(), "the Close message is due");
+        let out = recv(&mut s);
+        assert_eq!(out, vec![serde_json::json!({"type": 7, "error": "4000: idle timeout", "allowReconnect": true})]);
+        assert_eq!(s.poll_close(), Some(&CloseReason::IdleTimeout));
     }
 }

@@ -20,7 +20,7 @@ pub mod hub_framing;
 pub mod msgpack;
 pub mod native;
 
-pub use conn::{AppOp, CloseReason, Connection, Identity, SessionConfig, code};
+pub use conn::{AppOp, CloseReason, Connection, Identity, SessionConfig, Timers, code};
 pub use hub::HubSession;
 pub use hub_framing::{HubFraming, HubStream};
 pub use native::Session;

@@ -54,6 +54,8 @@ pub struct Session {
     batch: BatchWriter,
     /// The datagram being built by [`Session::poll_datagram`].
     datagram: BatchWriter,
+    /// A transport ping is due ([`Connection::poll_ping`]).
+    ping_due: bool,
 }
 
 impl fmt::Debug for Session {
@@ -69,6 +71,7 @@ impl Session {
             c: Conn::new(engine, config),
             batch: BatchWriter::new(encoding),
             datagram: BatchWriter::new(encoding),
+            ping_due: false,
         }
     }
 
@@ -150,6 +153,7 @@ impl Session {
 impl Connection for Session {
     /// Handles one client frame (text or binary; both carry JSON ops).
     fn handle_frame(&mut self, frame: &[u8], now: Instant) {
+        self.c.heard(now);
         if self.c.close.is_some() {
             return;
         }
@@ -226,6 +230,28 @@ impl Connection for Session {
 
     fn signal(&self) -> &Arc<Signal> {
         self.c.sub.signal()
+    }
+
+    fn heard(&mut self, now: Instant) {
+        self.c.heard(now);
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.c.poll_timeout(false)
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        if self.c.handle_timeout(now, false) {
+            self.ping_due = true;
+        }
+    }
+
+    fn binary_frames(&self) -> bool {
+        self.batch.encoding() == Encoding::Binary
+    }
+
+    fn poll_ping(&mut self) -> bool {
+        std::mem::take(&mut self.ping_due) && self.c.close.is_none()
     }
 }
 
@@ -456,5 +482,45 @@ mod tests {
         assert_eq!(h.send(r#"{"op":"unsubscribe","id":2,"topics":["ticks.AAPL"]}"#)[0]["type"], "ack");
         w.publish_tick(&Tick { price: Price(6), size: 1, ..Default::default() }, 0).unwrap();
         assert!(h.recv().is_empty());
+    }
+
+    #[test]
+    fn session_timers_ping_and_idle_close_on_simulated_time() {
+        let (e, _w) = setup();
+        let timers = crate::Timers {
+            keep_alive: Some(Duration::from_secs(15)),
+            idle_timeout: Some(Duration::from_secs(40)),
+            handshake_timeout: None,
+        };
+        let mut s = Session::new(e, Encoding::Json, SessionConfig { timers, ..Default::default() });
+        assert_eq!(s.poll_timeout(), None, "not armed before a time is passed in");
+        let t0 = Instant::now();
+        s.heard(t0);
+        assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(15)));
+        s.handle_timeout(t0 + Duration::from_secs(14));
+        assert!(!s.poll_ping(), "nothing due early");
+        s.handle_timeout(t0 + Duration::from_secs(15));
+        assert!(s.poll_ping() && !s.poll_ping(), "one ping per keep-alive");
+        assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(30)));
+        // A frame at 35 s postpones the idle timeout to 75 s.
+        s.handle_frame(br#"{"op":"ping","id":1}"#, t0 + Duration::from_secs(35));
+        s.handle_timeout(t0 + Duration::from_secs(45));
+        assert!(s.poll_close().is_none());
+        assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(60)));
+        s.handle_timeout(t0 + Duration::from_secs(75));
+        assert_eq!(s.poll_close(), Some(&CloseReason::IdleTimeout));
+        assert_eq!(s.poll_timeout(), None, "no timers once closing");
+        assert!(!s.poll_ping());
+    }
+
+    #[test]
+    fn session_without_timers_never_times_out() {
+        let (e, _w) = setup();
+        let mut s = Session::new(e, Encoding::Json, SessionConfig::default());
+        let t0 = Instant::now();
+        s.heard(t0);
+        assert_eq!(s.poll_timeout(), None);
+        s.handle_timeout(t0 + Duration::from_secs(1_000_000));
+        assert!(s.poll_close().is_none() && !s.poll_ping());
     }
 }
