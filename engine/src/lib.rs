@@ -13,6 +13,8 @@ pub mod body;
 pub mod depth;
 pub mod fanout;
 pub mod hub;
+#[cfg(all(test, loom))]
+mod loom_fanout;
 pub mod price;
 pub mod ring;
 mod sync;

@@ -192,7 +192,7 @@ impl Ring {
     }
 
     /// Publish time of message `seq` if the slot still holds it.
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn ts_of(&self, seq: u64) -> Option<i64> {
         let slot = self.slot(seq);
         let s1 = slot[0].load(Ordering::Acquire);
