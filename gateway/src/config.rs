@@ -2,6 +2,7 @@
 //! into the typed [`Config`] the server runs with.
 
 use anyhow::{Context, bail};
+use axum::http::HeaderValue;
 use clap::{Args, Parser, Subcommand};
 use marquee_engine::{Limits, RingConfig, SessionConfig};
 use marquee_feeds::md_replay::TimeBound;
@@ -153,7 +154,8 @@ pub struct ServeArgs {
     #[arg(long, env = "MARQUEE_SIGNALR_RECONNECT_BUFFER", default_value_t = 1 << 20)]
     pub signalr_reconnect_buffer: usize,
     /// Origins allowed to call the SignalR hub from the browser (CORS with credentials), comma-separated, e.g.
-    /// `https://app.example.com,http://localhost:3000`; `*` allows any origin (development only).
+    /// `https://app.example.com,http://localhost:3000`. `*` alone allows any origin without credentials (browser
+    /// clients must then not send any: SignalR JS `withCredentials: false`).
     #[arg(long, env = "MARQUEE_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info`, `marquee=debug`.
@@ -240,8 +242,17 @@ pub struct Config {
     pub bid_rate: f64,
     pub bid_burst: f64,
     pub signalr: SignalrConfig,
-    /// Browser origins allowed on the SignalR hub (`*`: any).
-    pub cors_origins: Vec<String>,
+    /// Browser origins allowed on the SignalR hub.
+    pub cors_origins: CorsOrigins,
+}
+
+/// Browser origins allowed to call the SignalR hub (`--cors-origins`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// These exact origins (lowercase, as browsers send them), with credentials; empty: no cross-origin page.
+    List(Vec<HeaderValue>),
+    /// `*`: any origin, never with credentials.
+    Any,
 }
 
 /// Timers of the SignalR hub.
@@ -302,15 +313,7 @@ impl Config {
         if serve.signalr_handshake_timeout.is_zero() || serve.signalr_poll_timeout.is_zero() {
             bail!("--signalr-handshake-timeout and --signalr-poll-timeout must be > 0");
         }
-        if let Some(o) = serve
-            .cors_origins
-            .iter()
-            .find(|o| o.as_str() != "*" && !(o.starts_with("http://") || o.starts_with("https://")) || o.ends_with('/'))
-        {
-            bail!(
-                "--cors-origins: {o:?} is not an origin such as https://app.example.com (scheme, host, port; no path)"
-            );
-        }
+        let cors_origins = cors_origins(&serve.cors_origins)?;
         if serve.lot_workers == 0 || serve.lot_workers > 64 {
             bail!("--lot-workers must be in 1..=64, got {}", serve.lot_workers);
         }
@@ -367,9 +370,29 @@ impl Config {
                 poll_timeout: serve.signalr_poll_timeout,
                 reconnect_buffer: serve.signalr_reconnect_buffer,
             },
-            cors_origins: serve.cors_origins,
+            cors_origins,
         })
     }
+}
+
+/// `*` alone, or origins such as `https://app.example.com` (scheme, host, port; no path), lowercased.
+fn cors_origins(list: &[String]) -> anyhow::Result<CorsOrigins> {
+    if list.iter().any(|o| o == "*") {
+        if list.len() > 1 {
+            bail!("--cors-origins: `*` (any origin, without credentials) cannot be combined with listed origins");
+        }
+        return Ok(CorsOrigins::Any);
+    }
+    let origin = |o: &String| {
+        let host = o.strip_prefix("http://").or_else(|| o.strip_prefix("https://")).unwrap_or_default();
+        let valid = !host.is_empty() && !host.contains(|c: char| matches!(c, '/' | '?' | '#') || c.is_whitespace());
+        HeaderValue::from_str(&o.to_ascii_lowercase()).ok().filter(|_| valid).with_context(|| {
+            format!(
+                "--cors-origins: {o:?} is not an origin such as https://app.example.com (scheme, host, port; no path)"
+            )
+        })
+    };
+    list.iter().map(origin).collect::<anyhow::Result<_>>().map(CorsOrigins::List)
 }
 
 fn synthetic(s: &ServeArgs) -> Source {
@@ -411,6 +434,23 @@ mod tests {
         let cli = Cli::parse_from(["marquee", "--ring-capacity", "1000"]);
         let err = Config::from_cli(cli).unwrap_err().to_string();
         assert!(err.contains("power of two"), "{err}");
+    }
+
+    #[test]
+    fn config_cors_origins_are_exact_origins_or_a_lone_star() {
+        let origins = |list: &str| Config::from_cli(Cli::parse_from(["marquee", "--cors-origins", list]));
+        let listed = origins("https://App.Example.com,http://localhost:3000").unwrap().cors_origins;
+        let want = ["https://app.example.com", "http://localhost:3000"].map(HeaderValue::from_static);
+        assert_eq!(listed, CorsOrigins::List(want.to_vec()));
+        assert_eq!(origins("*").unwrap().cors_origins, CorsOrigins::Any);
+        let mixed = origins("*,https://app.example.com").unwrap_err().to_string();
+        assert!(mixed.contains("cannot be combined"), "{mixed}");
+        for bad in ["app.example.com", "https://app.example.com/", "https://app.example.com/hub", "https://", ""] {
+            let err = origins(bad).unwrap_err().to_string();
+            assert!(err.contains("is not an origin"), "{bad:?}: {err}");
+        }
+        let none = Config::from_cli(Cli::parse_from(["marquee"])).unwrap().cors_origins;
+        assert_eq!(none, CorsOrigins::List(Vec::new()));
     }
 
     #[test]

@@ -119,7 +119,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .route("/ws", get(ws::upgrade))
         .merge(auction::routes())
         .merge(quic::routes())
-        .merge(signalr::routes(state.clone()))
+        .merge(signalr::routes(&config))
         .merge(http::routes())
         .with_state(state.clone());
 

@@ -9,6 +9,7 @@
 //! also gets a small driver task for its timers and for the answers of asynchronous hub methods (bids).
 
 use crate::auction::ApiError;
+use crate::config::{Config, CorsOrigins};
 use crate::server::AppState;
 // The token comes as `Authorization: Bearer` or `?access_token=` (browsers cannot set headers on WebSockets and
 // EventSource), as on `/ws`.
@@ -16,9 +17,8 @@ use crate::ws::{ConnGuard, OpResult, start_ops, upgrade_token as request_token};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use marquee_engine::{CloseReason, Encoding, Identity, Session, Signal};
@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::{MissedTickBehavior, interval, sleep, timeout};
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
 /// Where the hub lives.
 pub const HUB_PATH: &str = "/hubs/market";
@@ -116,45 +117,27 @@ struct Inner {
     parked_at: Option<Instant>,
 }
 
-pub fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
+pub fn routes(config: &Config) -> Router<Arc<AppState>> {
     Router::new()
         .route(&format!("{HUB_PATH}/negotiate"), post(negotiate))
         .route(HUB_PATH, get(connect).post(send).delete(delete))
-        .layer(axum::middleware::from_fn_with_state(state, cors))
+        .layer(cors(&config.cors_origins))
 }
 
-/// CORS for browser pages on the allowed origins, with credentials (the SignalR client sends cookies and the
-/// `Authorization` header): the exact origin is echoed, never `*`. Preflights are answered here.
-async fn cors(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let origin = req.headers().get(header::ORIGIN).cloned();
-    let allowed = origin.as_ref().filter(|o| {
-        let o = o.to_str().unwrap_or_default();
-        state.config.cors_origins.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(o))
-    });
-    let preflight = req.method() == Method::OPTIONS;
-    let request_headers = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS).cloned();
-    let mut resp = if preflight {
-        if allowed.is_none() {
-            return crate::http::error(StatusCode::FORBIDDEN, "origin_not_allowed", "this origin may not call the hub");
-        }
-        StatusCode::NO_CONTENT.into_response()
-    } else {
-        next.run(req).await
-    };
-    let h = resp.headers_mut();
-    h.append(header::VARY, HeaderValue::from_static("Origin"));
-    if let Some(origin) = allowed {
-        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
-        h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
-        if preflight {
-            h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, DELETE, OPTIONS"));
-            if let Some(rh) = request_headers {
-                h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, rh);
-            }
-            h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
-        }
+/// CORS for browser pages on other origins (`--cors-origins`). Listed origins get their exact origin echoed with
+/// credentials (the SignalR JS client sends cookies and the `Authorization` header by default); `*` allows any
+/// origin, as `Access-Control-Allow-Origin: *` and never with credentials (tower-http refuses to build a layer that
+/// would combine them). Preflights are answered here with the hub's methods and the headers asked for; an origin
+/// not allowed gets no `Access-Control-Allow-Origin`, which browsers take as a refusal.
+fn cors(origins: &CorsOrigins) -> CorsLayer {
+    let layer = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
+        .allow_headers(AllowHeaders::mirror_request())
+        .max_age(Duration::from_secs(600));
+    match origins {
+        CorsOrigins::Any => layer.allow_origin(AllowOrigin::any()),
+        CorsOrigins::List(list) => layer.allow_origin(AllowOrigin::list(list.iter().cloned())).allow_credentials(true),
     }
-    resp
 }
 
 fn authenticate(state: &AppState, headers: &HeaderMap, query: &HashMap<String, String>) -> Result<Identity, ApiError> {
