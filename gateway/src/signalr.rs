@@ -166,14 +166,24 @@ fn admit(state: &Arc<AppState>) -> Result<ConnGuard, ApiError> {
     Ok(guard)
 }
 
-fn random_id() -> String {
+/// 16 bytes from the OS's random source, URL-safe base64: a connection id or token. Fails closed: without
+/// randomness negotiate answers 503 `randomness_unavailable`, never with a token someone could guess.
+fn random_id() -> Result<String, ApiError> {
+    random_id_from(getrandom::fill)
+}
+
+fn random_id_from(fill: impl FnOnce(&mut [u8]) -> Result<(), getrandom::Error>) -> Result<String, ApiError> {
     use base64::Engine as _;
-    use std::io::Read;
     let mut b = [0u8; 16];
-    if let Err(e) = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)) {
-        tracing::error!("cannot read /dev/urandom: {e}");
+    if let Err(e) = fill(&mut b) {
+        tracing::error!("signalr: no randomness for a connection token: {e}");
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "randomness_unavailable",
+            "the server cannot make a secret connection token right now; try again later",
+        ));
     }
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b))
 }
 
 fn new_session(state: &AppState, identity: &Identity) -> Session {
@@ -189,11 +199,11 @@ async fn negotiate(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let identity = authenticate(&state, &headers, &query)?;
-    let guard = admit(&state)?;
     let version: u32 = query.get("negotiateVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
-    let connection_id = random_id();
+    let connection_id = random_id()?;
     // Version 0 clients use the public id as the token.
-    let token = if version >= 1 { random_id() } else { connection_id.clone() };
+    let token = if version >= 1 { random_id()? } else { connection_id.clone() };
+    let guard = admit(&state)?;
     let mut session = new_session(&state, &identity);
     // Stateful reconnect (WebSockets only, as in ASP.NET Core): offered when the client asks.
     let stateful = query.get("useStatefulReconnect").is_some_and(|v| v == "true");
@@ -826,4 +836,20 @@ async fn drive(state: Arc<AppState>, conn: Arc<Conn>) {
     lock(&conn.inner).ended = true;
     conn.kick.notify_waiters();
     state.signalr.remove(&conn.token);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signalr_connection_tokens_are_random_and_fail_closed_without_randomness() {
+        let (a, b) = (random_id().unwrap(), random_id().unwrap());
+        assert_eq!(a.len(), 22, "16 bytes in URL-safe base64: {a}");
+        assert!(a.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'), "{a}");
+        assert_ne!(a, b);
+        // Reading /dev/urandom used to fall back to sixteen zero bytes: the same token for everyone.
+        let err = random_id_from(|_| Err(getrandom::Error::UNSUPPORTED)).unwrap_err();
+        assert_eq!((err.status, err.code), (StatusCode::SERVICE_UNAVAILABLE, "randomness_unavailable"));
+    }
 }
