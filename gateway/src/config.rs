@@ -43,7 +43,7 @@ pub struct TokenArgs {
     #[arg(long, default_value = "publisher")]
     pub name: String,
     /// Validity, e.g. `24h`, `30m`.
-    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     pub ttl: Duration,
     /// The signing secret: the server's `--auth-secret`.
     #[arg(long, env = "MARQUEE_AUTH_SECRET", hide_env_values = true)]
@@ -97,13 +97,13 @@ pub struct ServeArgs {
     #[arg(long, env = "MARQUEE_MAX_BATCH_BYTES", default_value_t = 64 * 1024)]
     pub max_batch_bytes: usize,
     /// Interval between server pings, e.g. `15s`, `500ms`.
-    #[arg(long, env = "MARQUEE_PING_INTERVAL", default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, env = "MARQUEE_PING_INTERVAL", default_value = "15s", value_parser = humantime::parse_duration)]
     pub ping_interval: Duration,
     /// Close a connection that sent nothing (not even a pong) for this long.
-    #[arg(long, env = "MARQUEE_IDLE_TIMEOUT", default_value = "45s", value_parser = parse_duration)]
+    #[arg(long, env = "MARQUEE_IDLE_TIMEOUT", default_value = "45s", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
     /// Drop a connection whose socket accepts no data for this long.
-    #[arg(long, env = "MARQUEE_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "MARQUEE_WRITE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub write_timeout: Duration,
     /// Bad frames tolerated per 10 s before a connection is closed with 1008.
     #[arg(long, env = "MARQUEE_MAX_ERRORS", default_value_t = 20)]
@@ -122,13 +122,13 @@ pub struct ServeArgs {
     #[arg(long, env = "MARQUEE_DEMO_LOTS", default_value_t = 6)]
     pub demo_lots: usize,
     /// How long a demo lot runs.
-    #[arg(long, env = "MARQUEE_LOT_DURATION", default_value = "3m", value_parser = parse_duration)]
+    #[arg(long, env = "MARQUEE_LOT_DURATION", default_value = "3m", value_parser = humantime::parse_duration)]
     pub lot_duration: Duration,
     /// Extra time between the ends of consecutive demo lots at start.
-    #[arg(long, env = "MARQUEE_LOT_STAGGER", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "MARQUEE_LOT_STAGGER", default_value = "30s", value_parser = humantime::parse_duration)]
     pub lot_stagger: Duration,
     /// Anti-sniping: a bid closer than this to a lot's end moves the end to bid time + this.
-    #[arg(long, env = "MARQUEE_ANTI_SNIPE", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "MARQUEE_ANTI_SNIPE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub anti_snipe: Duration,
     /// Bids per second one user may make (token bucket; HTTP and WebSocket together); over it: 429.
     #[arg(long, env = "MARQUEE_BID_RATE", default_value_t = 20.0)]
@@ -138,16 +138,16 @@ pub struct ServeArgs {
     pub bid_burst: f64,
     /// SignalR hub (`/hubs/market`): interval of the server's keep-alive Pings (SignalR clients give up after
     /// 30 s of silence by default, so keep this well under their `serverTimeoutInMilliseconds`).
-    #[arg(long, env = "MARQUEE_SIGNALR_KEEP_ALIVE", default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, env = "MARQUEE_SIGNALR_KEEP_ALIVE", default_value = "15s", value_parser = humantime::parse_duration)]
     pub signalr_keep_alive: Duration,
     /// SignalR: close a connection that sent nothing (SignalR clients ping every 15 s) for this long.
-    #[arg(long, env = "MARQUEE_SIGNALR_CLIENT_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "MARQUEE_SIGNALR_CLIENT_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub signalr_client_timeout: Duration,
     /// SignalR: time allowed from negotiate or connect to a completed handshake.
-    #[arg(long, env = "MARQUEE_SIGNALR_HANDSHAKE_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, env = "MARQUEE_SIGNALR_HANDSHAKE_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
     pub signalr_handshake_timeout: Duration,
     /// SignalR long polling: how long a poll is held open without data before it is answered empty.
-    #[arg(long, env = "MARQUEE_SIGNALR_POLL_TIMEOUT", default_value = "90s", value_parser = parse_duration)]
+    #[arg(long, env = "MARQUEE_SIGNALR_POLL_TIMEOUT", default_value = "90s", value_parser = humantime::parse_duration)]
     pub signalr_poll_timeout: Duration,
     /// SignalR stateful reconnect: bytes of unacknowledged messages kept per connection to send again after a
     /// dropped WebSocket (clients acknowledge about once a second; past this, topics wait and conflate).
@@ -399,35 +399,31 @@ fn synthetic(s: &ServeArgs) -> Source {
     Source::Synthetic { seed: s.seed, tick_rate: s.tick_rate, depth: s.depth }
 }
 
-/// `15s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?} (try 15s or 500ms)"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "ms" => n / 1e3,
-        "us" => n / 1e6,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("invalid duration unit in {s:?} (use ms, s, m or h)")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration {s:?}: {e}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn config_durations_parse() {
-        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert!(parse_duration("fast").is_err());
-        assert!(parse_duration("3 weeks").is_err());
+    fn config_durations_take_units() {
+        let flags = ["--ping-interval", "500ms", "--idle-timeout", "1m 30s", "--write-timeout", "1.5s"];
+        let c = Config::from_cli(Cli::parse_from(["marquee"].into_iter().chain(flags))).unwrap();
+        assert_eq!(c.ping_interval, Duration::from_millis(500));
+        assert_eq!(c.idle_timeout, Duration::from_secs(90));
+        assert_eq!(c.write_timeout, Duration::from_millis(1500));
+        let defaults = Config::from_cli(Cli::parse_from(["marquee"])).unwrap();
+        assert_eq!((defaults.ping_interval, defaults.auction.lot_duration), (Duration::from_secs(15), 180 * SEC));
+        let Some(Command::Token(t)) = Cli::parse_from(["marquee", "token", "--auth-secret", "s"]).command else {
+            panic!("not the token command")
+        };
+        assert_eq!(t.ttl, 24 * 3600 * SEC);
+        for bad in ["fast", "2", "15 parsecs", "-1s"] {
+            let err =
+                Cli::try_parse_from(["marquee".into(), format!("--ping-interval={bad}")]).unwrap_err().to_string();
+            assert!(err.contains("--ping-interval"), "{bad}: {err}");
+        }
     }
+
+    const SEC: Duration = Duration::from_secs(1);
 
     #[test]
     fn config_rejects_bad_ring_capacity() {
