@@ -4,10 +4,12 @@
 use anyhow::{Context, bail};
 use axum::http::HeaderValue;
 use clap::{Args, Parser, Subcommand};
+use governor::Quota;
 use marquee_engine::{Limits, RingConfig, SessionConfig};
 use marquee_feeds::md_replay::TimeBound;
 use marquee_feeds::{OnError, ReplayOptions, Speed, TsUnit};
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -130,12 +132,12 @@ pub struct ServeArgs {
     /// Anti-sniping: a bid closer than this to a lot's end moves the end to bid time + this.
     #[arg(long, env = "MARQUEE_ANTI_SNIPE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub anti_snipe: Duration,
-    /// Bids per second one user may make (token bucket; HTTP and WebSocket together); over it: 429.
+    /// Bids per second one user may make (token bucket; every transport together); over it: 429.
     #[arg(long, env = "MARQUEE_BID_RATE", default_value_t = 20.0)]
     pub bid_rate: f64,
-    /// Bids one user may make in a burst above `--bid-rate`.
-    #[arg(long, env = "MARQUEE_BID_BURST", default_value_t = 40.0)]
-    pub bid_burst: f64,
+    /// Bids one user may make at once (the bucket's size), refilled at `--bid-rate`.
+    #[arg(long, env = "MARQUEE_BID_BURST", default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..))]
+    pub bid_burst: u32,
     /// SignalR hub (`/hubs/market`): interval of the server's keep-alive Pings (SignalR clients give up after
     /// 30 s of silence by default, so keep this well under their `serverTimeoutInMilliseconds`).
     #[arg(long, env = "MARQUEE_SIGNALR_KEEP_ALIVE", default_value = "15s", value_parser = humantime::parse_duration)]
@@ -239,8 +241,8 @@ pub struct Config {
     /// `None`: demo mode, a random secret per run.
     pub auth_secret: Option<String>,
     pub auction: marquee_feeds::auction::AuctionConfig,
-    pub bid_rate: f64,
-    pub bid_burst: f64,
+    /// Bids per user: `--bid-rate` per second, bursts of `--bid-burst`.
+    pub bid_quota: Quota,
     pub signalr: SignalrConfig,
     /// Browser origins allowed on the SignalR hub.
     pub cors_origins: CorsOrigins,
@@ -317,9 +319,7 @@ impl Config {
         if serve.lot_workers == 0 || serve.lot_workers > 64 {
             bail!("--lot-workers must be in 1..=64, got {}", serve.lot_workers);
         }
-        if !(serve.bid_rate > 0.0 && serve.bid_burst >= 1.0) {
-            bail!("--bid-rate must be > 0 and --bid-burst >= 1");
-        }
+        let bid_quota = bid_quota(serve.bid_rate, serve.bid_burst)?;
         if serve.lot_duration.is_zero() {
             bail!("--lot-duration must be > 0");
         }
@@ -361,8 +361,7 @@ impl Config {
                 stagger: serve.lot_stagger,
                 anti_snipe: serve.anti_snipe,
             },
-            bid_rate: serve.bid_rate,
-            bid_burst: serve.bid_burst,
+            bid_quota,
             signalr: SignalrConfig {
                 keep_alive: serve.signalr_keep_alive,
                 client_timeout: serve.signalr_client_timeout,
@@ -393,6 +392,23 @@ fn cors_origins(list: &[String]) -> anyhow::Result<CorsOrigins> {
         })
     };
     list.iter().map(origin).collect::<anyhow::Result<_>>().map(CorsOrigins::List)
+}
+
+/// Longest time a user's emptied bid bucket may take to fill again (`--bid-burst` / `--bid-rate`).
+const MAX_BID_REFILL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// `rate` bids per second, bursts of `burst`: at most 10^9 per second (one per nanosecond), and a bucket that
+/// fills within a year.
+fn bid_quota(rate: f64, burst: u32) -> anyhow::Result<Quota> {
+    let period = Duration::try_from_secs_f64(1.0 / rate).ok().filter(|p| rate > 0.0 && *p <= MAX_BID_REFILL);
+    let quota = period.and_then(Quota::with_period).with_context(|| {
+        format!("--bid-rate must be at most 1000000000 (one bid per ns) and more than 0, got {rate}")
+    })?;
+    let burst = NonZeroU32::new(burst).context("--bid-burst must be >= 1")?;
+    if quota.replenish_interval().saturating_mul(burst.get()) > MAX_BID_REFILL {
+        bail!("--bid-burst {burst} at --bid-rate {rate} takes over a year to refill");
+    }
+    Ok(quota.allow_burst(burst))
 }
 
 fn synthetic(s: &ServeArgs) -> Source {
@@ -447,6 +463,28 @@ mod tests {
         }
         let none = Config::from_cli(Cli::parse_from(["marquee"])).unwrap().cors_origins;
         assert_eq!(none, CorsOrigins::List(Vec::new()));
+    }
+
+    #[test]
+    fn config_bid_limits_are_validated_into_a_quota() {
+        let q = |rate: &str, burst: &str| {
+            let cli =
+                Cli::try_parse_from(["marquee".into(), format!("--bid-rate={rate}"), format!("--bid-burst={burst}")])
+                    .map_err(|e| e.to_string());
+            cli.and_then(|cli| Config::from_cli(cli).map_err(|e| e.to_string())).map(|c| c.bid_quota)
+        };
+        let quota = q("20", "40").unwrap();
+        assert_eq!((quota.replenish_interval(), quota.burst_size().get()), (Duration::from_millis(50), 40));
+        assert_eq!(q("0.001", "3").unwrap().replenish_interval(), Duration::from_secs(1000));
+        assert_eq!(q("1000000", "1000000").unwrap().burst_size().get(), 1_000_000);
+        for (rate, burst) in [("0", "1"), ("-1", "1"), ("NaN", "1"), ("1e10", "1"), ("1e-9", "1"), ("0.001", "100000")]
+        {
+            let err = q(rate, burst).unwrap_err();
+            assert!(err.contains("--bid-rate") || err.contains("--bid-burst"), "{rate} {burst}: {err}");
+        }
+        for burst in ["0", "2.5", "-3"] {
+            assert!(q("20", burst).is_err(), "--bid-burst {burst}");
+        }
     }
 
     #[test]
