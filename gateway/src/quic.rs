@@ -7,7 +7,7 @@
 //! as one length-prefixed frame, one write per batch. Every frame on every stream is a u32 big-endian length and
 //! that many bytes. Stream limits are enforced by QUIC itself (one bidirectional stream, no unidirectional ones from
 //! the client); a frame whose length exceeds [`MAX_FRAME`] or that a FIN cuts short closes the connection with
-//! [`ErrorCode::BadFrame`].
+//! [`ErrorCode::BadFrame`] (the framing is [`ControlCodec`], tokio-util's length-delimited codec).
 //!
 //! Ticks of subscriptions made with `"datagrams": true` go as QUIC datagrams instead: one batch per datagram
 //! (no length prefix), packed by the session up to the path's datagram size; quinn drops the oldest unsent
@@ -24,6 +24,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use futures_util::{FutureExt, StreamExt};
 use marquee_engine::{CloseReason, Encoding, Identity, Session, SessionConfig};
 use quinn::crypto::rustls::{HandshakeData, QuicServerConfig};
 use rustls::pki_types::pem::PemObject;
@@ -35,6 +36,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::time::timeout;
+use tokio_util::bytes::{Buf, BytesMut};
+use tokio_util::codec::{Decoder, FramedRead, LengthDelimitedCodec, LengthDelimitedCodecError};
 
 /// ALPN of the JSON encoding (the same objects and event arrays as on WebSocket).
 pub const JSON_ALPN: &str = "marquee.json/1";
@@ -83,44 +86,78 @@ pub struct QuicInfo {
     pub sha256: String,
 }
 
-/// Splits a byte stream into u32-big-endian-length-prefixed frames. Pure: the adapter feeds it what it reads.
-#[derive(Debug, Default)]
-pub struct FrameReader {
-    buf: Vec<u8>,
+/// The control stream's framing: tokio-util's [`LengthDelimitedCodec`] (a u32 big-endian length, then that many
+/// bytes; a length over the limit is refused before anything is buffered for it), with typed errors. The codec
+/// leaves each frame's length prefix in the buffer until the whole frame arrived (`num_skip(0)`), so a FIN right
+/// after a prefix still counts as a cut frame; [`Decoder::decode`] hands back the payload alone.
+#[derive(Debug)]
+pub struct ControlCodec(LengthDelimitedCodec);
+
+/// Bytes of a length prefix.
+const PREFIX: usize = 4;
+
+impl ControlCodec {
+    /// Frames of at most `max` bytes (not counting the prefix).
+    pub fn new(max: usize) -> ControlCodec {
+        let codec = LengthDelimitedCodec::builder()
+            .length_field_type::<u32>()
+            .big_endian()
+            .max_frame_length(max)
+            // The length counts the payload; the frame split off counts the prefix too.
+            .length_adjustment(PREFIX as isize)
+            .num_skip(0)
+            .new_codec();
+        ControlCodec(codec)
+    }
 }
 
-/// A stream that broke the framing.
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl Default for ControlCodec {
+    /// Frames of at most [`MAX_FRAME`] bytes.
+    fn default() -> ControlCodec {
+        ControlCodec::new(MAX_FRAME)
+    }
+}
+
+/// A control stream that broke the framing, or could not be read.
+#[derive(Debug)]
 #[non_exhaustive]
 pub enum FrameError {
-    /// The length prefix is over the limit.
-    TooLarge(usize),
+    /// A length prefix over the limit.
+    TooLarge,
+    /// The stream ended inside a frame, this many bytes into it (its prefix included).
+    Truncated(usize),
+    /// Reading the stream failed (reset, connection lost).
+    Io(std::io::Error),
 }
 
-impl FrameReader {
-    /// Appends bytes read from the stream.
-    pub fn push(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(bytes);
+impl From<std::io::Error> for FrameError {
+    fn from(e: std::io::Error) -> FrameError {
+        FrameError::Io(e)
+    }
+}
+
+impl Decoder for ControlCodec {
+    type Item = BytesMut;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, FrameError> {
+        match self.0.decode(src) {
+            Ok(Some(mut frame)) => {
+                frame.advance(PREFIX);
+                Ok(Some(frame))
+            }
+            Ok(None) => Ok(None),
+            Err(e) if e.get_ref().is_some_and(|e| e.is::<LengthDelimitedCodecError>()) => Err(FrameError::TooLarge),
+            Err(e) => Err(FrameError::Io(e)),
+        }
     }
 
-    /// The next complete frame, `None` while one is incomplete.
-    pub fn next_frame(&mut self, max: usize) -> Result<Option<Vec<u8>>, FrameError> {
-        let Some(prefix) = self.buf.first_chunk::<4>() else { return Ok(None) };
-        let len = u32::from_be_bytes(*prefix) as usize;
-        if len > max {
-            return Err(FrameError::TooLarge(len));
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, FrameError> {
+        match self.decode(src)? {
+            Some(frame) => Ok(Some(frame)),
+            None if src.is_empty() => Ok(None),
+            None => Err(FrameError::Truncated(src.len())),
         }
-        if self.buf.len() < 4 + len {
-            return Ok(None);
-        }
-        let frame = self.buf[4..4 + len].to_vec();
-        self.buf.drain(..4 + len);
-        Ok(Some(frame))
-    }
-
-    /// True when bytes of an unfinished frame are buffered (a FIN now would cut it short).
-    pub fn is_mid_frame(&self) -> bool {
-        !self.buf.is_empty()
     }
 }
 
@@ -222,7 +259,7 @@ async fn serve_connection(conn: quinn::Connection, state: &Arc<AppState>) {
         .and_then(|h| h.protocol)
         .unwrap_or_default();
     let encoding = if alpn == BINARY_ALPN.as_bytes() { Encoding::Binary } else { Encoding::Json };
-    let (_control_tx, mut control) = match timeout(cfg.idle_timeout, conn.accept_bi()).await {
+    let (_control_tx, control) = match timeout(cfg.idle_timeout, conn.accept_bi()).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return tracing::debug!("quic connection ended before its control stream: {e}"),
         Err(_) => return close_with(&conn, ErrorCode::NoControlStream, "no control stream"),
@@ -238,7 +275,7 @@ async fn serve_connection(conn: quinn::Connection, state: &Arc<AppState>) {
     let (ops_tx, mut ops_rx) = tokio::sync::mpsc::unbounded_channel::<crate::ws::OpResult>();
     let signal = session.signal().clone();
     let mut shutdown = state.shutdown.clone();
-    let mut frames = FrameReader::default();
+    let mut frames = FramedRead::new(control, ControlCodec::default());
     let mut out = Vec::new();
     loop {
         if let Some(frame) = session.poll_transmit() {
@@ -261,31 +298,31 @@ async fn serve_connection(conn: quinn::Connection, state: &Arc<AppState>) {
         tokio::select! {
             biased;
             _ = shutdown.changed() => session.close(CloseReason::GoingAway),
-            chunk = control.read_chunk(64 * 1024, true) => match chunk {
-                Ok(Some(chunk)) => {
-                    frames.push(&chunk.bytes);
-                    let now = Instant::now();
-                    loop {
-                        match frames.next_frame(MAX_FRAME) {
-                            Ok(Some(f)) => {
-                                session.handle_frame(&f, now);
-                                crate::ws::start_ops(&mut session, state, &ops_tx);
-                            }
-                            Ok(None) => break,
-                            Err(FrameError::TooLarge(n)) => {
-                                let why = format!("frame of {n} bytes exceeds {MAX_FRAME}");
-                                return close_with(&conn, ErrorCode::BadFrame, &why);
-                            }
+            first = frames.next() => {
+                let now = Instant::now();
+                let mut next = Some(first);
+                // The frames already read are handled before the next write, so their answers leave as one batch.
+                for _ in 0..MAX_FRAMES_PER_TURN {
+                    let Some(frame) = next else { break };
+                    match frame {
+                        Some(Ok(f)) => {
+                            session.handle_frame(&f, now);
+                            crate::ws::start_ops(&mut session, state, &ops_tx);
                         }
+                        Some(Err(FrameError::TooLarge)) => {
+                            let why = format!("a frame exceeds {MAX_FRAME} bytes");
+                            return close_with(&conn, ErrorCode::BadFrame, &why);
+                        }
+                        Some(Err(FrameError::Truncated(_))) => {
+                            return close_with(&conn, ErrorCode::BadFrame, "control stream ended inside a frame");
+                        }
+                        Some(Err(FrameError::Io(e))) => {
+                            tracing::debug!("quic control stream read error: {e}");
+                            return close_with(&conn, ErrorCode::NoControlStream, "control stream reset");
+                        }
+                        None => return close_with(&conn, ErrorCode::Done, "control stream finished"),
                     }
-                }
-                Ok(None) if frames.is_mid_frame() => {
-                    return close_with(&conn, ErrorCode::BadFrame, "control stream ended inside a frame");
-                }
-                Ok(None) => return close_with(&conn, ErrorCode::Done, "control stream finished"),
-                Err(e) => {
-                    tracing::debug!("quic control stream read error: {e}");
-                    return close_with(&conn, ErrorCode::NoControlStream, "control stream reset");
+                    next = frames.next().now_or_never();
                 }
             },
             Some((id, r)) = ops_rx.recv() => {
@@ -296,6 +333,10 @@ async fn serve_connection(conn: quinn::Connection, state: &Arc<AppState>) {
         }
     }
 }
+
+/// Control frames handled per loop turn at most, so a client that floods its control stream still gets its
+/// answers written (and the task still notices shutdown).
+const MAX_FRAMES_PER_TURN: usize = 64;
 
 /// Datagrams built per loop turn at most, so a busy datagram feed still lets the task read its control stream;
 /// the session stays scheduled when more is pending.
@@ -352,27 +393,36 @@ mod tests {
         parts.iter().flat_map(|p| (p.len() as u32).to_be_bytes().into_iter().chain(p.iter().copied())).collect()
     }
 
+    /// Feeds `chunks` to a codec as reads would, then the end of the stream: the frames, and how it ended.
+    fn decode_all(codec: &mut ControlCodec, chunks: &[&[u8]]) -> (Vec<Vec<u8>>, Result<Option<BytesMut>, FrameError>) {
+        let (mut buf, mut got) = (BytesMut::new(), Vec::new());
+        for chunk in chunks {
+            buf.extend_from_slice(chunk);
+            loop {
+                match codec.decode(&mut buf) {
+                    Ok(Some(f)) => got.push(f.to_vec()),
+                    Ok(None) => break,
+                    Err(e) => return (got, Err(e)),
+                }
+            }
+        }
+        (got, codec.decode_eof(&mut buf))
+    }
+
     #[test]
     fn quic_frames_split_at_any_chunking() {
         let wire = framed(&[b"{\"op\":\"ping\"}", b"", b"abc"]);
         for cut in 0..wire.len() {
-            let mut r = FrameReader::default();
-            let mut got = Vec::new();
-            for chunk in [&wire[..cut], &wire[cut..]] {
-                r.push(chunk);
-                while let Some(f) = r.next_frame(MAX_FRAME).unwrap() {
-                    got.push(f);
-                }
-            }
+            let (got, end) = decode_all(&mut ControlCodec::default(), &[&wire[..cut], &wire[cut..]]);
             assert_eq!(got, [b"{\"op\":\"ping\"}".to_vec(), Vec::new(), b"abc".to_vec()], "cut at {cut}");
-            assert!(!r.is_mid_frame());
+            assert!(matches!(end, Ok(None)), "a clean end after whole frames: {end:?}");
         }
     }
 
     proptest::proptest! {
         /// Any frames, cut into any chunks, come out whole and in order; arbitrary bytes never panic.
         #[test]
-        fn quic_frame_reader_reassembles_any_chunking(
+        fn quic_control_codec_reassembles_any_chunking(
             frames in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..40), 0..8),
             cuts in proptest::collection::vec(0usize..400, 0..8),
             junk in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
@@ -381,30 +431,32 @@ mod tests {
             let wire = framed(&refs);
             let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(wire.len())).collect();
             cuts.sort_unstable();
-            let mut r = FrameReader::default();
-            let (mut got, mut at) = (Vec::new(), 0);
-            for c in cuts.into_iter().chain([wire.len()]) {
-                r.push(&wire[at..c]);
-                at = c;
-                while let Some(f) = r.next_frame(MAX_FRAME).unwrap() {
-                    got.push(f);
-                }
-            }
+            let chunks: Vec<&[u8]> =
+                [0].iter().chain(&cuts).zip(cuts.iter().chain([&wire.len()])).map(|(&a, &b)| &wire[a..b]).collect();
+            let (got, end) = decode_all(&mut ControlCodec::default(), &chunks);
             proptest::prop_assert_eq!(got, frames);
-            let mut r = FrameReader::default();
-            r.push(&junk);
-            while let Ok(Some(_)) = r.next_frame(64) {}
+            proptest::prop_assert!(matches!(end, Ok(None)));
+            let _ = decode_all(&mut ControlCodec::new(64), &[&junk]);
         }
     }
 
     #[test]
     fn quic_oversized_and_truncated_frames_are_caught() {
-        let mut r = FrameReader::default();
-        r.push(&[0xff, 0xff, 0xff, 0xff]);
-        assert_eq!(r.next_frame(MAX_FRAME), Err(FrameError::TooLarge(u32::MAX as usize)));
-        let mut r = FrameReader::default();
-        r.push(&[0, 0, 0, 9, b'x']);
-        assert_eq!(r.next_frame(MAX_FRAME), Ok(None));
-        assert!(r.is_mid_frame());
+        let (_, end) = decode_all(&mut ControlCodec::default(), &[&[0xff, 0xff, 0xff, 0xff]]);
+        assert!(matches!(end, Err(FrameError::TooLarge)), "{end:?}");
+        let at_limit = (MAX_FRAME as u32).to_be_bytes();
+        let (got, end) = decode_all(&mut ControlCodec::default(), &[&at_limit]);
+        assert!(got.is_empty() && matches!(end, Err(FrameError::Truncated(4))), "a frame of MAX_FRAME is allowed");
+        let (_, end) = decode_all(&mut ControlCodec::default(), &[&[0, 0, 0, 9, b'x']]);
+        assert!(matches!(end, Err(FrameError::Truncated(5))), "{end:?}");
+    }
+
+    /// tokio-util's codec strips a prefix as soon as it has read it, and its default end-of-stream check only
+    /// looks at the buffer: a FIN right after a prefix would have looked like a clean end.
+    #[test]
+    fn quic_a_fin_right_after_a_length_prefix_is_a_cut_frame() {
+        let (got, end) = decode_all(&mut ControlCodec::default(), &[&framed(&[b"ok"]), &[0, 0, 0, 9]]);
+        assert_eq!(got, [b"ok".to_vec()]);
+        assert!(matches!(end, Err(FrameError::Truncated(4))), "{end:?}");
     }
 }
