@@ -11,14 +11,14 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use marquee_engine::{HubError, PRIVATE_PREFIX, PublishError, TopicClass, valid_event_type};
 use marquee_feeds::auction::{BidAck, BidRequest, SubmitError, parse_amount};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Largest body of a login or bid request.
 const MAX_SMALL_BODY: usize = 4 * 1024;
@@ -75,31 +75,42 @@ impl From<SubmitError> for ApiError {
     }
 }
 
-/// Per-user token buckets for bids (HTTP and WebSocket share them).
+/// Bids checked between two sweeps of the users whose bucket is full again.
+const SWEEP_EVERY: u64 = 1024;
+
+/// Per-user bid limits, shared by HTTP, WebSocket, QUIC and SignalR: a token bucket per user of `--bid-burst`
+/// bids, refilled at `--bid-rate` per second (governor's keyed GCRA on a sharded map: no global lock).
+///
+/// ## Memory
+///
+/// A user whose bucket is full again holds no state a fresh entry would not, so every [`SWEEP_EVERY`] bids the
+/// limiter drops them: it holds the users who bid within the last `burst / rate` seconds (2 s by default) and
+/// those of the last sweep interval, not every user who ever bid.
 #[derive(Debug)]
-pub struct RateLimiter {
-    rate: f64,
-    burst: f64,
-    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+pub struct BidLimiter {
+    limiter: DefaultKeyedRateLimiter<String>,
+    /// Bids checked so far (only to pace the sweeps).
+    checks: AtomicU64,
 }
 
-impl RateLimiter {
-    pub fn new(rate: f64, burst: f64) -> RateLimiter {
-        RateLimiter { rate, burst, buckets: Mutex::default() }
+impl BidLimiter {
+    pub fn new(quota: Quota) -> BidLimiter {
+        BidLimiter { limiter: RateLimiter::keyed(quota), checks: AtomicU64::new(0) }
     }
 
-    /// Takes one token from `user`'s bucket; false when it is empty.
-    pub fn allow(&self, user: &str, now: Instant) -> bool {
-        let mut b = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        let (tokens, last) = b.entry(user.to_owned()).or_insert((self.burst, now));
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.rate).min(self.burst);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
+    /// Takes one bid from `user`'s bucket; false when it is empty.
+    pub fn check(&self, user: &str) -> bool {
+        // Relaxed: the count only spaces the sweeps out; no other memory depends on it.
+        if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            self.limiter.retain_recent();
+            self.limiter.shrink_to_fit();
         }
+        self.limiter.check_key(&user.to_owned()).is_ok()
+    }
+
+    /// Users the limiter holds state for.
+    pub fn n_users(&self) -> usize {
+        self.limiter.len()
     }
 }
 
@@ -201,7 +212,7 @@ pub async fn submit_bid(s: &AppState, user: &str, lot: &str, amount: &str, key: 
     }
     let lot = lot_id(lot)?;
     let amount = parse_amount(amount).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.code(), e.to_string()))?;
-    if !s.limiter.allow(user, Instant::now()) {
+    if !s.limiter.check(user) {
         return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many bids; slow down"));
     }
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -400,4 +411,39 @@ pub fn ws_publish(s: &AppState, frame: &[u8]) -> Result<String, ApiError> {
         }
     };
     publish_events(s, events).map(|v| v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::num::NonZeroU32;
+    use std::time::Duration;
+
+    fn quota(period: Duration, burst: u32) -> Quota {
+        Quota::with_period(period).unwrap().allow_burst(NonZeroU32::new(burst).unwrap())
+    }
+
+    #[test]
+    fn bid_limiter_allows_a_burst_per_user_then_the_rate() {
+        let limiter = BidLimiter::new(quota(Duration::from_secs(1000), 3));
+        let alice: Vec<bool> = (0..4).map(|_| limiter.check("alice")).collect();
+        assert_eq!(alice, [true, true, true, false]);
+        assert!(limiter.check("bob"), "alice's bids do not use bob's bucket");
+    }
+
+    /// The map of buckets used to keep every user who ever bid, for the life of the process.
+    #[test]
+    fn bid_limiter_forgets_users_whose_bucket_is_full_again() {
+        let limiter = BidLimiter::new(quota(Duration::from_millis(1), 2));
+        for i in 0..5000 {
+            assert!(limiter.check(&format!("user-{i}")));
+        }
+        assert!(limiter.n_users() > 1000, "{}", limiter.n_users());
+        // Every bucket refills within 2 ms; the next sweep drops them all.
+        std::thread::sleep(Duration::from_millis(20));
+        for _ in 0..SWEEP_EVERY {
+            limiter.check("zed");
+        }
+        assert!(limiter.n_users() <= 1, "{} users kept", limiter.n_users());
+    }
 }

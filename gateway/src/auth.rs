@@ -158,11 +158,11 @@ pub fn unix_secs() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
-/// 32 random bytes from the OS, hex-encoded: the secret of a demo-mode run.
-pub fn random_secret() -> std::io::Result<String> {
-    use std::io::Read;
+/// 32 random bytes from the OS, hex-encoded: the secret of a demo-mode run. Fails when the OS has no randomness
+/// to give (the server then does not start).
+pub fn random_secret() -> Result<String, getrandom::Error> {
     let mut b = [0u8; 32];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    getrandom::fill(&mut b)?;
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 

@@ -2,12 +2,15 @@
 //! into the typed [`Config`] the server runs with.
 
 use anyhow::{Context, bail};
+use axum::http::HeaderValue;
 use clap::{Args, Parser, Subcommand};
+use governor::Quota;
 use marquee_engine::{Limits, RingConfig};
 use marquee_feeds::md_replay::TimeBound;
 use marquee_feeds::{OnError, ReplayOptions, Speed, TsUnit};
 use marquee_protocol::SessionConfig;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -43,7 +46,7 @@ pub struct TokenArgs {
     #[arg(long, default_value = "publisher")]
     pub name: String,
     /// Validity, e.g. `24h`, `30m`.
-    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     pub ttl: Duration,
     /// The signing secret: the server's `--auth-secret`.
     #[arg(long, env = "MARQUEE_AUTH_SECRET", hide_env_values = true)]
@@ -97,13 +100,13 @@ pub struct ServeArgs {
     #[arg(long, env = "MARQUEE_MAX_BATCH_BYTES", default_value_t = 64 * 1024)]
     pub max_batch_bytes: usize,
     /// Interval between server pings, e.g. `15s`, `500ms`.
-    #[arg(long, env = "MARQUEE_PING_INTERVAL", default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, env = "MARQUEE_PING_INTERVAL", default_value = "15s", value_parser = humantime::parse_duration)]
     pub ping_interval: Duration,
     /// Close a connection that sent nothing (not even a pong) for this long.
-    #[arg(long, env = "MARQUEE_IDLE_TIMEOUT", default_value = "45s", value_parser = parse_duration)]
+    #[arg(long, env = "MARQUEE_IDLE_TIMEOUT", default_value = "45s", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
     /// Drop a connection whose socket accepts no data for this long.
-    #[arg(long, env = "MARQUEE_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "MARQUEE_WRITE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub write_timeout: Duration,
     /// Bad frames tolerated per 10 s before a connection is closed with 1008.
     #[arg(long, env = "MARQUEE_MAX_ERRORS", default_value_t = 20)]
@@ -122,39 +125,40 @@ pub struct ServeArgs {
     #[arg(long, env = "MARQUEE_DEMO_LOTS", default_value_t = 6)]
     pub demo_lots: usize,
     /// How long a demo lot runs.
-    #[arg(long, env = "MARQUEE_LOT_DURATION", default_value = "3m", value_parser = parse_duration)]
+    #[arg(long, env = "MARQUEE_LOT_DURATION", default_value = "3m", value_parser = humantime::parse_duration)]
     pub lot_duration: Duration,
     /// Extra time between the ends of consecutive demo lots at start.
-    #[arg(long, env = "MARQUEE_LOT_STAGGER", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "MARQUEE_LOT_STAGGER", default_value = "30s", value_parser = humantime::parse_duration)]
     pub lot_stagger: Duration,
     /// Anti-sniping: a bid closer than this to a lot's end moves the end to bid time + this.
-    #[arg(long, env = "MARQUEE_ANTI_SNIPE", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "MARQUEE_ANTI_SNIPE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub anti_snipe: Duration,
-    /// Bids per second one user may make (token bucket; HTTP and WebSocket together); over it: 429.
+    /// Bids per second one user may make (token bucket; every transport together); over it: 429.
     #[arg(long, env = "MARQUEE_BID_RATE", default_value_t = 20.0)]
     pub bid_rate: f64,
-    /// Bids one user may make in a burst above `--bid-rate`.
-    #[arg(long, env = "MARQUEE_BID_BURST", default_value_t = 40.0)]
-    pub bid_burst: f64,
+    /// Bids one user may make at once (the bucket's size), refilled at `--bid-rate`.
+    #[arg(long, env = "MARQUEE_BID_BURST", default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..))]
+    pub bid_burst: u32,
     /// SignalR hub (`/hubs/market`): interval of the server's keep-alive Pings (SignalR clients give up after
     /// 30 s of silence by default, so keep this well under their `serverTimeoutInMilliseconds`).
-    #[arg(long, env = "MARQUEE_SIGNALR_KEEP_ALIVE", default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, env = "MARQUEE_SIGNALR_KEEP_ALIVE", default_value = "15s", value_parser = humantime::parse_duration)]
     pub signalr_keep_alive: Duration,
     /// SignalR: close a connection that sent nothing (SignalR clients ping every 15 s) for this long.
-    #[arg(long, env = "MARQUEE_SIGNALR_CLIENT_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "MARQUEE_SIGNALR_CLIENT_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub signalr_client_timeout: Duration,
     /// SignalR: time allowed from negotiate or connect to a completed handshake.
-    #[arg(long, env = "MARQUEE_SIGNALR_HANDSHAKE_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, env = "MARQUEE_SIGNALR_HANDSHAKE_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
     pub signalr_handshake_timeout: Duration,
     /// SignalR long polling: how long a poll is held open without data before it is answered empty.
-    #[arg(long, env = "MARQUEE_SIGNALR_POLL_TIMEOUT", default_value = "90s", value_parser = parse_duration)]
+    #[arg(long, env = "MARQUEE_SIGNALR_POLL_TIMEOUT", default_value = "90s", value_parser = humantime::parse_duration)]
     pub signalr_poll_timeout: Duration,
     /// SignalR stateful reconnect: bytes of unacknowledged messages kept per connection to send again after a
     /// dropped WebSocket (clients acknowledge about once a second; past this, topics wait and conflate).
     #[arg(long, env = "MARQUEE_SIGNALR_RECONNECT_BUFFER", default_value_t = 1 << 20)]
     pub signalr_reconnect_buffer: usize,
     /// Origins allowed to call the SignalR hub from the browser (CORS with credentials), comma-separated, e.g.
-    /// `https://app.example.com,http://localhost:3000`; `*` allows any origin (development only).
+    /// `https://app.example.com,http://localhost:3000`. `*` alone allows any origin without credentials (browser
+    /// clients must then not send any: SignalR JS `withCredentials: false`).
     #[arg(long, env = "MARQUEE_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info`, `marquee=debug`.
@@ -238,11 +242,20 @@ pub struct Config {
     /// `None`: demo mode, a random secret per run.
     pub auth_secret: Option<String>,
     pub auction: marquee_feeds::auction::AuctionConfig,
-    pub bid_rate: f64,
-    pub bid_burst: f64,
+    /// Bids per user: `--bid-rate` per second, bursts of `--bid-burst`.
+    pub bid_quota: Quota,
     pub signalr: SignalrConfig,
-    /// Browser origins allowed on the SignalR hub (`*`: any).
-    pub cors_origins: Vec<String>,
+    /// Browser origins allowed on the SignalR hub.
+    pub cors_origins: CorsOrigins,
+}
+
+/// Browser origins allowed to call the SignalR hub (`--cors-origins`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// These exact origins (lowercase, as browsers send them), with credentials; empty: no cross-origin page.
+    List(Vec<HeaderValue>),
+    /// `*`: any origin, never with credentials.
+    Any,
 }
 
 /// Timers of the SignalR hub.
@@ -303,21 +316,11 @@ impl Config {
         if serve.signalr_handshake_timeout.is_zero() || serve.signalr_poll_timeout.is_zero() {
             bail!("--signalr-handshake-timeout and --signalr-poll-timeout must be > 0");
         }
-        if let Some(o) = serve
-            .cors_origins
-            .iter()
-            .find(|o| o.as_str() != "*" && !(o.starts_with("http://") || o.starts_with("https://")) || o.ends_with('/'))
-        {
-            bail!(
-                "--cors-origins: {o:?} is not an origin such as https://app.example.com (scheme, host, port; no path)"
-            );
-        }
+        let cors_origins = cors_origins(&serve.cors_origins)?;
         if serve.lot_workers == 0 || serve.lot_workers > 64 {
             bail!("--lot-workers must be in 1..=64, got {}", serve.lot_workers);
         }
-        if !(serve.bid_rate > 0.0 && serve.bid_burst >= 1.0) {
-            bail!("--bid-rate must be > 0 and --bid-burst >= 1");
-        }
+        let bid_quota = bid_quota(serve.bid_rate, serve.bid_burst)?;
         if serve.lot_duration.is_zero() {
             bail!("--lot-duration must be > 0");
         }
@@ -359,8 +362,7 @@ impl Config {
                 stagger: serve.lot_stagger,
                 anti_snipe: serve.anti_snipe,
             },
-            bid_rate: serve.bid_rate,
-            bid_burst: serve.bid_burst,
+            bid_quota,
             signalr: SignalrConfig {
                 keep_alive: serve.signalr_keep_alive,
                 client_timeout: serve.signalr_client_timeout,
@@ -368,30 +370,50 @@ impl Config {
                 poll_timeout: serve.signalr_poll_timeout,
                 reconnect_buffer: serve.signalr_reconnect_buffer,
             },
-            cors_origins: serve.cors_origins,
+            cors_origins,
         })
     }
 }
 
-fn synthetic(s: &ServeArgs) -> Source {
-    Source::Synthetic { seed: s.seed, tick_rate: s.tick_rate, depth: s.depth }
+/// `*` alone, or origins such as `https://app.example.com` (scheme, host, port; no path), lowercased.
+fn cors_origins(list: &[String]) -> anyhow::Result<CorsOrigins> {
+    if list.iter().any(|o| o == "*") {
+        if list.len() > 1 {
+            bail!("--cors-origins: `*` (any origin, without credentials) cannot be combined with listed origins");
+        }
+        return Ok(CorsOrigins::Any);
+    }
+    let origin = |o: &String| {
+        let host = o.strip_prefix("http://").or_else(|| o.strip_prefix("https://")).unwrap_or_default();
+        let valid = !host.is_empty() && !host.contains(|c: char| matches!(c, '/' | '?' | '#') || c.is_whitespace());
+        HeaderValue::from_str(&o.to_ascii_lowercase()).ok().filter(|_| valid).with_context(|| {
+            format!(
+                "--cors-origins: {o:?} is not an origin such as https://app.example.com (scheme, host, port; no path)"
+            )
+        })
+    };
+    list.iter().map(origin).collect::<anyhow::Result<_>>().map(CorsOrigins::List)
 }
 
-/// `15s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?} (try 15s or 500ms)"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "ms" => n / 1e3,
-        "us" => n / 1e6,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("invalid duration unit in {s:?} (use ms, s, m or h)")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration {s:?}: {e}"))
+/// Longest time a user's emptied bid bucket may take to fill again (`--bid-burst` / `--bid-rate`).
+const MAX_BID_REFILL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// `rate` bids per second, bursts of `burst`: at most 10^9 per second (one per nanosecond), and a bucket that
+/// fills within a year.
+fn bid_quota(rate: f64, burst: u32) -> anyhow::Result<Quota> {
+    let period = Duration::try_from_secs_f64(1.0 / rate).ok().filter(|p| rate > 0.0 && *p <= MAX_BID_REFILL);
+    let quota = period.and_then(Quota::with_period).with_context(|| {
+        format!("--bid-rate must be at most 1000000000 (one bid per ns) and more than 0, got {rate}")
+    })?;
+    let burst = NonZeroU32::new(burst).context("--bid-burst must be >= 1")?;
+    if quota.replenish_interval().saturating_mul(burst.get()) > MAX_BID_REFILL {
+        bail!("--bid-burst {burst} at --bid-rate {rate} takes over a year to refill");
+    }
+    Ok(quota.allow_burst(burst))
+}
+
+fn synthetic(s: &ServeArgs) -> Source {
+    Source::Synthetic { seed: s.seed, tick_rate: s.tick_rate, depth: s.depth }
 }
 
 #[cfg(test)]
@@ -399,19 +421,71 @@ mod tests {
     use super::*;
 
     #[test]
-    fn config_durations_parse() {
-        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert!(parse_duration("fast").is_err());
-        assert!(parse_duration("3 weeks").is_err());
+    fn config_durations_take_units() {
+        let flags = ["--ping-interval", "500ms", "--idle-timeout", "1m 30s", "--write-timeout", "1.5s"];
+        let c = Config::from_cli(Cli::parse_from(["marquee"].into_iter().chain(flags))).unwrap();
+        assert_eq!(c.ping_interval, Duration::from_millis(500));
+        assert_eq!(c.idle_timeout, Duration::from_secs(90));
+        assert_eq!(c.write_timeout, Duration::from_millis(1500));
+        let defaults = Config::from_cli(Cli::parse_from(["marquee"])).unwrap();
+        assert_eq!((defaults.ping_interval, defaults.auction.lot_duration), (Duration::from_secs(15), 180 * SEC));
+        let Some(Command::Token(t)) = Cli::parse_from(["marquee", "token", "--auth-secret", "s"]).command else {
+            panic!("not the token command")
+        };
+        assert_eq!(t.ttl, 24 * 3600 * SEC);
+        for bad in ["fast", "2", "15 parsecs", "-1s"] {
+            let err =
+                Cli::try_parse_from(["marquee".into(), format!("--ping-interval={bad}")]).unwrap_err().to_string();
+            assert!(err.contains("--ping-interval"), "{bad}: {err}");
+        }
     }
+
+    const SEC: Duration = Duration::from_secs(1);
 
     #[test]
     fn config_rejects_bad_ring_capacity() {
         let cli = Cli::parse_from(["marquee", "--ring-capacity", "1000"]);
         let err = Config::from_cli(cli).unwrap_err().to_string();
         assert!(err.contains("power of two"), "{err}");
+    }
+
+    #[test]
+    fn config_cors_origins_are_exact_origins_or_a_lone_star() {
+        let origins = |list: &str| Config::from_cli(Cli::parse_from(["marquee", "--cors-origins", list]));
+        let listed = origins("https://App.Example.com,http://localhost:3000").unwrap().cors_origins;
+        let want = ["https://app.example.com", "http://localhost:3000"].map(HeaderValue::from_static);
+        assert_eq!(listed, CorsOrigins::List(want.to_vec()));
+        assert_eq!(origins("*").unwrap().cors_origins, CorsOrigins::Any);
+        let mixed = origins("*,https://app.example.com").unwrap_err().to_string();
+        assert!(mixed.contains("cannot be combined"), "{mixed}");
+        for bad in ["app.example.com", "https://app.example.com/", "https://app.example.com/hub", "https://", ""] {
+            let err = origins(bad).unwrap_err().to_string();
+            assert!(err.contains("is not an origin"), "{bad:?}: {err}");
+        }
+        let none = Config::from_cli(Cli::parse_from(["marquee"])).unwrap().cors_origins;
+        assert_eq!(none, CorsOrigins::List(Vec::new()));
+    }
+
+    #[test]
+    fn config_bid_limits_are_validated_into_a_quota() {
+        let q = |rate: &str, burst: &str| {
+            let cli =
+                Cli::try_parse_from(["marquee".into(), format!("--bid-rate={rate}"), format!("--bid-burst={burst}")])
+                    .map_err(|e| e.to_string());
+            cli.and_then(|cli| Config::from_cli(cli).map_err(|e| e.to_string())).map(|c| c.bid_quota)
+        };
+        let quota = q("20", "40").unwrap();
+        assert_eq!((quota.replenish_interval(), quota.burst_size().get()), (Duration::from_millis(50), 40));
+        assert_eq!(q("0.001", "3").unwrap().replenish_interval(), Duration::from_secs(1000));
+        assert_eq!(q("1000000", "1000000").unwrap().burst_size().get(), 1_000_000);
+        for (rate, burst) in [("0", "1"), ("-1", "1"), ("NaN", "1"), ("1e10", "1"), ("1e-9", "1"), ("0.001", "100000")]
+        {
+            let err = q(rate, burst).unwrap_err();
+            assert!(err.contains("--bid-rate") || err.contains("--bid-burst"), "{rate} {burst}: {err}");
+        }
+        for burst in ["0", "2.5", "-3"] {
+            assert!(q("20", burst).is_err(), "--bid-burst {burst}");
+        }
     }
 
     #[test]

@@ -123,18 +123,23 @@ pub(crate) enum Incoming {
     Gone,
 }
 
-/// A duplex transport under [`run`]: one session's frames in, its batches out.
-pub(crate) trait Transport {
+/// A duplex transport under [`run`]: the frames of a session of type `C` in, its batches out.
+pub(crate) trait Transport<C> {
     /// Writes one batch as one frame (binary or text).
     fn send(&mut self, frame: &[u8], binary: bool) -> impl Future<Output = Result<(), ()>> + Send;
     /// The next thing the client sent. Must be cancel safe: the loop drops it when something else happens first.
     fn recv(&mut self) -> impl Future<Output = Incoming> + Send;
+    /// What the client sent that is already here, without waiting (several frames read at once are handled
+    /// before the next write, so their answers leave as one batch).
+    fn recv_now(&mut self) -> Option<Incoming> {
+        None
+    }
     /// Sends a transport-level ping ([`Connection::poll_ping`]).
     fn ping(&mut self) -> impl Future<Output = Result<(), ()>> + Send {
         async { Ok(()) }
     }
     /// Called after every turn's batch (QUIC sends the session's datagrams here).
-    fn after_transmit(&mut self, session: &mut impl Connection) {
+    fn after_transmit(&mut self, session: &mut C) {
         let _ = session;
     }
     /// Writing took longer than `--write-timeout`: the transport gives the connection up its own way.
@@ -190,7 +195,7 @@ pub(crate) enum Ended {
 
 /// Drives `session` over `transport` until the session closes or the transport goes away. Shutdown closes the
 /// session with 1001; `takeover`, when given, ends the loop for a new transport of the same connection.
-pub(crate) async fn run<C: Connection + Send, T: Transport + Send>(
+pub(crate) async fn run<C: Connection + Send, T: Transport<C> + Send>(
     transport: &mut T,
     session: &mut C,
     state: &Arc<AppState>,
@@ -229,14 +234,22 @@ pub(crate) async fn run<C: Connection + Send, T: Transport + Send>(
         tokio::select! {
             biased;
             _ = shutdown.changed() => session.close(CloseReason::GoingAway),
-            incoming = transport.recv() => match incoming {
-                Incoming::Frame(frame) => {
-                    session.handle_frame(&frame, Instant::now());
-                    start_ops(session, state, ops_tx);
+            incoming = transport.recv() => {
+                let now = Instant::now();
+                let mut next = Some(incoming);
+                for _ in 0..MAX_FRAMES_PER_TURN {
+                    match next.take() {
+                        Some(Incoming::Frame(frame)) => {
+                            session.handle_frame(&frame, now);
+                            start_ops(session, state, ops_tx);
+                        }
+                        Some(Incoming::Heard) => session.heard(now),
+                        Some(Incoming::Gone) => return Ended::Lost,
+                        None => break,
+                    }
+                    next = transport.recv_now();
                 }
-                Incoming::Heard => session.heard(Instant::now()),
-                Incoming::Gone => return Ended::Lost,
-            },
+            }
             Some(done) = ops_rx.recv() => op_done(session, done),
             _ = poll_fn(|cx| signal.poll_ready(cx)) => {}
             _ = takeover_or_never.requested(), if takeover.is_some() => return Ended::TakenOver,
@@ -244,6 +257,10 @@ pub(crate) async fn run<C: Connection + Send, T: Transport + Send>(
         }
     }
 }
+
+/// Client frames handled per loop turn at most, so a client that floods its connection still gets its answers
+/// written (and the task still notices shutdown).
+const MAX_FRAMES_PER_TURN: usize = 64;
 
 /// Sleeps until `deadline`, or forever without one.
 pub(crate) async fn sleep_until(deadline: Option<tokio::time::Instant>) {

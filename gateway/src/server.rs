@@ -1,6 +1,6 @@
 //! Wiring: the engine, the feed thread, the HTTP router, connection limits and graceful shutdown.
 
-use crate::auction::RateLimiter;
+use crate::auction::BidLimiter;
 use crate::auth::Auth;
 use crate::config::{Config, Source};
 use crate::{auction, http, quic, signalr, ws};
@@ -36,7 +36,7 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     pub house: Arc<AuctionHouse>,
     /// Bids per user.
-    pub limiter: RateLimiter,
+    pub limiter: BidLimiter,
     /// The QUIC gateway's address and certificate; `None` with `--quic off`.
     pub quic: Option<quic::QuicInfo>,
     /// Negotiated SignalR connections.
@@ -100,7 +100,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         auth: Auth::new(auth_secret.into_bytes()),
         hub,
         house,
-        limiter: RateLimiter::new(config.bid_rate, config.bid_burst),
+        limiter: BidLimiter::new(config.bid_quota),
         quic: quic_endpoint.as_ref().map(|(_, info)| info.clone()),
         signalr: signalr::Registry::default(),
     });
@@ -119,7 +119,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .route("/ws", get(ws::upgrade))
         .merge(auction::routes())
         .merge(quic::routes())
-        .merge(signalr::routes(state.clone()))
+        .merge(signalr::routes(&config))
         .merge(http::routes())
         .with_state(state.clone());
 

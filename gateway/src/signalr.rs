@@ -9,6 +9,7 @@
 //! also gets a small driver task for its timers and for the answers of asynchronous hub methods (bids).
 
 use crate::auction::ApiError;
+use crate::config::{Config, CorsOrigins};
 use crate::server::AppState;
 // The token comes as `Authorization: Bearer` or `?access_token=` (browsers cannot set headers on WebSockets and
 // EventSource), as on `/ws`.
@@ -17,9 +18,8 @@ use crate::ws::{HARD_MAX_MESSAGE, Ws};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::ws::{WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use marquee_engine::Signal;
@@ -30,6 +30,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::{sleep, timeout};
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
 /// Where the hub lives.
 pub const HUB_PATH: &str = "/hubs/market";
@@ -121,55 +122,47 @@ struct Inner {
     parked_at: Option<Instant>,
 }
 
-pub fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
+pub fn routes(config: &Config) -> Router<Arc<AppState>> {
     Router::new()
         .route(&format!("{HUB_PATH}/negotiate"), post(negotiate))
         .route(HUB_PATH, get(connect).post(send).delete(delete))
-        .layer(axum::middleware::from_fn_with_state(state, cors))
+        .layer(cors(&config.cors_origins))
 }
 
-/// CORS for browser pages on the allowed origins, with credentials (the SignalR client sends cookies and the
-/// `Authorization` header): the exact origin is echoed, never `*`. Preflights are answered here.
-async fn cors(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let origin = req.headers().get(header::ORIGIN).cloned();
-    let allowed = origin.as_ref().filter(|o| {
-        let o = o.to_str().unwrap_or_default();
-        state.config.cors_origins.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(o))
-    });
-    let preflight = req.method() == Method::OPTIONS;
-    let request_headers = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS).cloned();
-    let mut resp = if preflight {
-        if allowed.is_none() {
-            return crate::http::error(StatusCode::FORBIDDEN, "origin_not_allowed", "this origin may not call the hub");
-        }
-        StatusCode::NO_CONTENT.into_response()
-    } else {
-        next.run(req).await
-    };
-    let h = resp.headers_mut();
-    h.append(header::VARY, HeaderValue::from_static("Origin"));
-    if let Some(origin) = allowed {
-        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
-        h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
-        if preflight {
-            h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, DELETE, OPTIONS"));
-            if let Some(rh) = request_headers {
-                h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, rh);
-            }
-            h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
-        }
+/// CORS for browser pages on other origins (`--cors-origins`). Listed origins get their exact origin echoed with
+/// credentials (the SignalR JS client sends cookies and the `Authorization` header by default); `*` allows any
+/// origin, as `Access-Control-Allow-Origin: *` and never with credentials (tower-http refuses to build a layer that
+/// would combine them). Preflights are answered here with the hub's methods and the headers asked for; an origin
+/// not allowed gets no `Access-Control-Allow-Origin`, which browsers take as a refusal.
+fn cors(origins: &CorsOrigins) -> CorsLayer {
+    let layer = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
+        .allow_headers(AllowHeaders::mirror_request())
+        .max_age(Duration::from_secs(600));
+    match origins {
+        CorsOrigins::Any => layer.allow_origin(AllowOrigin::any()),
+        CorsOrigins::List(list) => layer.allow_origin(AllowOrigin::list(list.iter().cloned())).allow_credentials(true),
     }
-    resp
 }
 
-fn random_id() -> String {
+/// 16 bytes from the OS's random source, URL-safe base64: a connection id or token. Fails closed: without
+/// randomness negotiate answers 503 `randomness_unavailable`, never with a token someone could guess.
+fn random_id() -> Result<String, ApiError> {
+    random_id_from(getrandom::fill)
+}
+
+fn random_id_from(fill: impl FnOnce(&mut [u8]) -> Result<(), getrandom::Error>) -> Result<String, ApiError> {
     use base64::Engine as _;
-    use std::io::Read;
     let mut b = [0u8; 16];
-    if let Err(e) = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)) {
-        tracing::error!("cannot read /dev/urandom: {e}");
+    if let Err(e) = fill(&mut b) {
+        tracing::error!("signalr: no randomness for a connection token: {e}");
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "randomness_unavailable",
+            "the server cannot make a secret connection token right now; try again later",
+        ));
     }
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b))
 }
 
 fn new_session(state: &AppState, identity: &Identity) -> HubSession {
@@ -192,11 +185,11 @@ async fn negotiate(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let identity = authenticate(&state, &headers, &query)?;
-    let guard = admit(&state)?;
     let version: u32 = query.get("negotiateVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
-    let connection_id = random_id();
+    let connection_id = random_id()?;
     // Version 0 clients use the public id as the token.
-    let token = if version >= 1 { random_id() } else { connection_id.clone() };
+    let token = if version >= 1 { random_id()? } else { connection_id.clone() };
+    let guard = admit(&state)?;
     let mut session = new_session(&state, &identity);
     // Stateful reconnect (WebSockets only, as in ASP.NET Core): offered when the client asks.
     let stateful = query.get("useStatefulReconnect").is_some_and(|v| v == "true");
@@ -422,15 +415,15 @@ async fn serve_websocket(
     ops_rx: &mut mpsc::UnboundedReceiver<OpResult>,
     conn: Option<&Conn>,
 ) -> bool {
-    use driver::Transport as _;
     let write_timeout = state.config.write_timeout;
-    let mut ws = Ws(socket);
+    let mut ws = Ws::new(socket);
     // A stateful connection on a new socket: first the Sequence and what the client has not acknowledged.
     if session.handshake_done()
         && let Some(resume) = session.resume()
     {
         let binary = session.binary_frames();
-        if !matches!(timeout(write_timeout, ws.send(&resume, binary)).await, Ok(Ok(()))) {
+        let sent = timeout(write_timeout, driver::Transport::<HubSession>::send(&mut ws, &resume, binary)).await;
+        if !matches!(sent, Ok(Ok(()))) {
             return false;
         }
     }
@@ -795,4 +788,20 @@ async fn drive(state: Arc<AppState>, conn: Arc<Conn>) {
     lock(&conn.inner).ended = true;
     conn.kick.notify_waiters();
     state.signalr.remove(&conn.token);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signalr_connection_tokens_are_random_and_fail_closed_without_randomness() {
+        let (a, b) = (random_id().unwrap(), random_id().unwrap());
+        assert_eq!(a.len(), 22, "16 bytes in URL-safe base64: {a}");
+        assert!(a.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'), "{a}");
+        assert_ne!(a, b);
+        // Reading /dev/urandom used to fall back to sixteen zero bytes: the same token for everyone.
+        let err = random_id_from(|_| Err(getrandom::Error::UNSUPPORTED)).unwrap_err();
+        assert_eq!((err.status, err.code), (StatusCode::SERVICE_UNAVAILABLE, "randomness_unavailable"));
+    }
 }

@@ -12,6 +12,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
 use marquee_engine::Encoding;
 use marquee_protocol::{CloseReason, Connection, Session, SessionConfig, Timers};
 use std::collections::HashMap;
@@ -62,7 +63,7 @@ pub async fn upgrade(
             let mut session = Session::new(state.engine.clone(), encoding, SessionConfig { timers, ..cfg.session });
             session.set_identity(identity);
             let (ops_tx, mut ops_rx) = tokio::sync::mpsc::unbounded_channel();
-            let mut socket = Ws(socket);
+            let mut socket = Ws::new(socket);
             if driver::run(&mut socket, &mut session, state, &ops_tx, &mut ops_rx, None).await == Ended::Closed
                 && let Some(reason) = session.poll_close()
             {
@@ -72,9 +73,13 @@ pub async fn upgrade(
 }
 
 /// A WebSocket as a [`Transport`] (also the SignalR hub's WebSocket transport).
-pub(crate) struct Ws(pub(crate) WebSocket);
+pub(crate) struct Ws {
+    socket: WebSocket,
+    /// A Close arrived in [`Transport::recv_now`], whose answer [`Transport::recv`] still has to write.
+    closed_by_client: bool,
+}
 
-impl Transport for Ws {
+impl<C: Connection> Transport<C> for Ws {
     async fn send(&mut self, frame: &[u8], binary: bool) -> Result<(), ()> {
         let msg = if binary {
             Message::Binary(Bytes::copy_from_slice(frame))
@@ -82,20 +87,52 @@ impl Transport for Ws {
             // Batches are built from UTF-8 pieces; a failure here would be a bug, and drops the connection.
             Message::Text(Utf8Bytes::try_from(frame.to_vec()).map_err(|_| ())?)
         };
-        self.0.send(msg).await.map_err(|_| ())
+        self.socket.send(msg).await.map_err(|_| ())
     }
 
     async fn recv(&mut self) -> Incoming {
-        match self.0.recv().await {
+        if self.closed_by_client {
+            return self.answer_close().await;
+        }
+        let msg = self.socket.recv().await;
+        self.incoming(msg).await
+    }
+
+    fn recv_now(&mut self) -> Option<Incoming> {
+        match self.socket.recv().now_or_never()? {
+            // The Close needs its answer written, which cannot wait here: the next `recv` does it.
+            Some(Ok(Message::Close(_))) => {
+                self.closed_by_client = true;
+                None
+            }
+            msg => self.incoming(msg).now_or_never(),
+        }
+    }
+
+    async fn ping(&mut self) -> Result<(), ()> {
+        self.socket.send(Message::Ping(Bytes::new())).await.map_err(|_| ())
+    }
+}
+
+impl Ws {
+    pub(crate) fn new(socket: WebSocket) -> Ws {
+        Ws { socket, closed_by_client: false }
+    }
+
+    /// The WebSocket layer queued the answering Close frame; writes it out before the socket goes away, so the
+    /// client sees a clean close (1000), not an abnormal one (1006).
+    async fn answer_close(&mut self) -> Incoming {
+        let _ = futures_util::SinkExt::flush(&mut self.socket).await;
+        Incoming::Gone
+    }
+
+    /// What a received message means to the driver.
+    async fn incoming(&mut self, msg: Option<Result<Message, axum::Error>>) -> Incoming {
+        match msg {
             Some(Ok(Message::Text(t))) => Incoming::Frame(t.into()),
             Some(Ok(Message::Binary(b))) => Incoming::Frame(b),
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => Incoming::Heard,
-            Some(Ok(Message::Close(_))) => {
-                // The WebSocket layer queued the answering Close frame; write it out before the socket goes away,
-                // so the client sees a clean close (1000), not an abnormal one (1006).
-                let _ = futures_util::SinkExt::flush(&mut self.0).await;
-                Incoming::Gone
-            }
+            Some(Ok(Message::Close(_))) => self.answer_close().await,
             None => Incoming::Gone,
             Some(Err(e)) => {
                 tracing::debug!("websocket read error: {e}");
@@ -104,22 +141,16 @@ impl Transport for Ws {
         }
     }
 
-    async fn ping(&mut self) -> Result<(), ()> {
-        self.0.send(Message::Ping(Bytes::new())).await.map_err(|_| ())
-    }
-}
-
-impl Ws {
     /// Sends the close frame, then waits briefly for the client's answering close (the WebSocket closing
     /// handshake), so the client reads our code and reason before the socket goes away.
     pub(crate) async fn close(mut self, reason: &CloseReason, write_timeout: std::time::Duration) {
         let frame = CloseFrame { code: reason.code(), reason: Utf8Bytes::from(reason.reason()) };
         let patience = driver::close_patience(write_timeout);
-        if timeout(patience, self.0.send(Message::Close(Some(frame)))).await.is_err() {
+        if timeout(patience, self.socket.send(Message::Close(Some(frame)))).await.is_err() {
             return;
         }
         let _ = timeout(patience, async {
-            while let Some(Ok(msg)) = self.0.recv().await {
+            while let Some(Ok(msg)) = self.socket.recv().await {
                 if matches!(msg, Message::Close(_)) {
                     break;
                 }

@@ -206,6 +206,11 @@ async fn e2e_quic_bad_input_closes_only_that_connection() {
     cut.send_raw(&[0, 0, 0, 9, b'{']).await;
     cut.control.finish().unwrap();
     assert_eq!(cut.closed_code().await, 4009);
+    // Even right after a length prefix.
+    let mut cut = Client::connect(&server, "marquee.json/1").await;
+    cut.send_raw(&[0, 0, 0, 9]).await;
+    cut.control.finish().unwrap();
+    assert_eq!(cut.closed_code().await, 4009);
 
     // The well-behaved connection never noticed.
     good.send(json!({"op":"ping","id":9})).await;

@@ -308,23 +308,54 @@ async fn signalr_cors_allows_listed_origins_with_credentials_only() {
         ("Access-Control-Request-Headers", "authorization,x-requested-with,x-signalr-user-agent"),
     ];
     let (status, head, _) = raw(addr, "OPTIONS", "/hubs/market/negotiate?negotiateVersion=1", &preflight, "").await;
-    assert_eq!(status, 204);
+    assert_eq!(status, 200);
     assert!(head.contains("access-control-allow-origin: http://app.test"), "{head}");
     assert!(head.contains("access-control-allow-credentials: true"), "{head}");
+    assert!(head.contains("access-control-allow-methods: get,post,delete,options"), "{head}");
     assert!(head.contains("access-control-allow-headers: authorization,x-requested-with,x-signalr-user-agent"));
+    assert!(head.contains("access-control-max-age: 600"), "{head}");
     let (status, head, _) =
         raw(addr, "POST", "/hubs/market/negotiate?negotiateVersion=1", &[("Origin", "https://desk.example.com")], "")
             .await;
     assert_eq!(status, 200);
     assert!(head.contains("access-control-allow-origin: https://desk.example.com"), "{head}");
+    assert!(head.contains("access-control-allow-credentials: true"), "{head}");
+    assert!(head.contains("vary: origin"), "{head}");
 
+    // Another origin: its preflight carries no Access-Control-Allow-Origin, which browsers take as a refusal, and
+    // neither do its requests.
     let evil = [("Origin", "http://evil.test"), ("Access-Control-Request-Method", "POST")];
-    let (status, head, _) = raw(addr, "OPTIONS", "/hubs/market/negotiate?negotiateVersion=1", &evil, "").await;
-    assert_eq!(status, 403);
+    let (_, head, _) = raw(addr, "OPTIONS", "/hubs/market/negotiate?negotiateVersion=1", &evil, "").await;
     assert!(!head.contains("access-control-allow-origin"), "{head}");
     let (_, head, _) =
         raw(addr, "POST", "/hubs/market/negotiate?negotiateVersion=1", &[("Origin", "http://evil.test")], "").await;
     assert!(!head.contains("access-control-allow-origin"), "{head}");
+}
+
+/// `*` used to echo any origin with `Access-Control-Allow-Credentials: true`, so any site could call the hub
+/// with its visitors' cookies. It now means any origin without credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signalr_cors_star_allows_any_origin_but_never_credentials() {
+    let server = Server::start(&["--cors-origins", "*"]);
+    let addr = server.addr;
+    let preflight = [
+        ("Origin", "http://evil.test"),
+        ("Access-Control-Request-Method", "POST"),
+        ("Access-Control-Request-Headers", "authorization,x-signalr-user-agent"),
+    ];
+    let (status, head, _) = raw(addr, "OPTIONS", "/hubs/market/negotiate?negotiateVersion=1", &preflight, "").await;
+    assert_eq!(status, 200);
+    assert!(head.contains("access-control-allow-origin: *\r\n"), "{head}");
+    assert!(head.contains("access-control-allow-headers: authorization,x-signalr-user-agent"), "{head}");
+    assert!(!head.contains("access-control-allow-credentials"), "{head}");
+    for origin in ["http://evil.test", "https://app.example.com"] {
+        let (status, head, body) =
+            raw(addr, "POST", "/hubs/market/negotiate?negotiateVersion=1", &[("Origin", origin)], "").await;
+        assert_eq!(status, 200, "{body}");
+        assert!(head.contains("access-control-allow-origin: *\r\n"), "{head}");
+        assert!(!head.contains(origin), "the origin must not be echoed: {head}");
+        assert!(!head.contains("access-control-allow-credentials"), "{head}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

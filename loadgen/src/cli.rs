@@ -110,7 +110,7 @@ pub struct FanoutArgs {
     #[arg(long, value_enum, default_value = "ws")]
     pub transport: Transport,
     /// Measurement time after every subscriber is connected, e.g. `30s`.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     #[serde(serialize_with = "report::ser_duration")]
     pub duration: Duration,
     /// Connections opened at once while connecting.
@@ -142,15 +142,15 @@ pub struct PollArgs {
     #[arg(long, default_value_t = 10)]
     pub topics_per_sub: usize,
     /// Poll interval, e.g. `1s`, `100ms`, `10ms`.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     #[serde(serialize_with = "report::ser_duration")]
     pub interval: Duration,
     /// Measurement time.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     #[serde(serialize_with = "report::ser_duration")]
     pub duration: Duration,
     /// A request that takes longer than this counts as a timeout.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     #[serde(serialize_with = "report::ser_duration")]
     pub timeout: Duration,
 }
@@ -164,7 +164,7 @@ pub struct IdleArgs {
     #[arg(long, default_value_t = 19000)]
     pub connections: usize,
     /// How long to hold them once all are open.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     #[serde(serialize_with = "report::ser_duration")]
     pub hold: Duration,
     /// Connections opened at once.
@@ -194,7 +194,7 @@ pub struct NatsArgs {
     #[arg(long, default_value_t = 2000.0)]
     pub rate: f64,
     /// Measurement time.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     #[serde(serialize_with = "report::ser_duration")]
     pub duration: Duration,
     /// The nats-server executable (Debian: `apt-get install -y nats-server`).
@@ -217,7 +217,7 @@ pub struct AuctionArgs {
     #[arg(long, default_value_t = 200.0)]
     pub rate: f64,
     /// Length of the push phase and of the throughput phase.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     #[serde(serialize_with = "report::ser_duration")]
     pub duration: Duration,
     /// Bids followed by polling, per polling interval.
@@ -243,11 +243,11 @@ pub struct SuiteArgs {
     #[arg(long, default_value_t = 2000.0)]
     pub rate: f64,
     /// Measurement time of each scenario.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     #[serde(serialize_with = "report::ser_duration")]
     pub duration: Duration,
     /// Polling intervals to compare, comma-separated.
-    #[arg(long, default_value = "1s,100ms,10ms", value_delimiter = ',', value_parser = parse_duration)]
+    #[arg(long, default_value = "1s,100ms,10ms", value_delimiter = ',', value_parser = humantime::parse_duration)]
     #[serde(serialize_with = "report::ser_durations")]
     pub poll_intervals: Vec<Duration>,
     /// The nats-server executable; the NATS peer is reported as skipped when it is missing.
@@ -260,18 +260,21 @@ pub struct SuiteArgs {
 
 use crate::report;
 
-/// `15s`, `500ms`, `2m`, or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?} (try 10s or 100ms)"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "ms" => n / 1e3,
-        "us" => n / 1e6,
-        "m" => n * 60.0,
-        _ => return Err(format!("invalid duration unit in {s:?} (use ms, s or m)")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration {s:?}: {e}"))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_durations_take_units() {
+        let cli = Cli::parse_from(["loadgen", "suite", "--duration", "1m 30s", "--poll-intervals", "1s,100ms,2.5ms"]);
+        let Command::Suite(s) = cli.command else { panic!("not the suite command") };
+        assert_eq!(s.duration, Duration::from_secs(90));
+        let want = [Duration::from_secs(1), Duration::from_millis(100), Duration::from_micros(2500)];
+        assert_eq!(s.poll_intervals, want);
+        let Command::Suite(s) = Cli::parse_from(["loadgen", "suite"]).command else { panic!("not the suite command") };
+        assert_eq!(s.duration, Duration::from_secs(10));
+        for bad in ["10", "soon", "10 fortnights"] {
+            assert!(Cli::try_parse_from(["loadgen", "suite", "--duration", bad]).is_err(), "{bad}");
+        }
+    }
 }
