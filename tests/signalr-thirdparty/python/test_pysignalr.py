@@ -145,15 +145,14 @@ class PysignalrCloseTest(unittest.TestCase):
     def setUp(self):
         self.ws = asyncio.run(stop_after_handshake())
 
-    # SERVER-SIDE, expected to fail until Marquee is fixed: the client's stop sends a WebSocket Close frame (1000);
-    # Marquee drops the TCP connection without the answering Close frame that RFC 6455 section 5.5.1 requires, so
-    # the client records 1006 (abnormal closure) instead of 1000. ASP.NET Core's WebSocketsServerTransport answers
-    # with CloseOutputAsync(NormalClosure). The native /ws endpoint does the same. Once the server answers, this
-    # test passes, unittest counts the "unexpected success" as a failure, and the marker must go.
-    @unittest.expectedFailure
+    # RFC 6455 section 5.5.1: the client's stop sends a WebSocket Close frame, which the server answers with a
+    # Close of its own (Marquee's WebSocket layer echoes the client's code, as the RFC suggests; ASP.NET Core answers
+    # 1000). Without the answer the client records 1006 (abnormal closure) and no Close received.
     def test_websockets_close_is_answered(self):
-        self.assertEqual(self.ws.close_code, 1000,
-                         f"close frame from the server: {self.ws.close_code} {self.ws.close_reason!r}")
+        sent, rcvd = self.ws.protocol.close_sent, self.ws.protocol.close_rcvd
+        self.assertIsNotNone(sent, "the client sent a Close frame")
+        self.assertIsNotNone(rcvd, f"no Close frame from the server (close code {self.ws.close_code})")
+        self.assertEqual(rcvd.code, sent.code, "the server's Close answers the client's")
 
 
 if __name__ == "__main__":
