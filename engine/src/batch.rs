@@ -15,6 +15,7 @@
 //! for every layout.
 
 use crate::body::{Kind, object_members, push_json_str};
+use bytes::{BufMut, Bytes, BytesMut};
 
 /// Which stored body a framing copies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -40,17 +41,17 @@ pub trait Framing {
     /// Writes what precedes a stored body: `n` messages are in the batch already; `snapshot` is
     /// `Some(recovered)` for a snapshot, `None` for a live event. Returns an offset for
     /// [`Framing::close_stored`] (typically where the message starts).
-    fn open_stored(&mut self, buf: &mut Vec<u8>, n: usize, kind: Kind, snapshot: Option<bool>, tag: Tag) -> usize;
+    fn open_stored(&mut self, buf: &mut BytesMut, n: usize, kind: Kind, snapshot: Option<bool>, tag: Tag) -> usize;
 
     /// Closes the message opened at `open` once its body is in `buf`; returns the number of messages the batch
     /// gained (1, or more when the framing writes the message more than once).
-    fn close_stored(&mut self, buf: &mut Vec<u8>, open: usize) -> usize;
+    fn close_stored(&mut self, buf: &mut BytesMut, open: usize) -> usize;
 
     /// Writes a `gap`: seqs `from..=to` of `topic` were skipped. `n` messages are in the batch already.
-    fn push_gap(&mut self, buf: &mut Vec<u8>, n: usize, topic: &str, from: u64, to: u64);
+    fn push_gap(&mut self, buf: &mut BytesMut, n: usize, topic: &str, from: u64, to: u64);
 
     /// Completes a non-empty batch before it is handed to the socket (the closing `]` of a JSON array).
-    fn finish(&mut self, buf: &mut Vec<u8>) {
+    fn finish(&mut self, buf: &mut BytesMut) {
         let _ = buf;
     }
 }
@@ -89,11 +90,11 @@ pub struct Native(pub Encoding);
 impl Native {
     /// Opens a record of the protocol's own (`ack`, `gap`...): the JSON separator and `{"type":"<ty>",`, or the
     /// binary header. Returns the offset for [`Native::close`].
-    fn open(self, buf: &mut Vec<u8>, n: usize, json_type: &str, rec_type: u8) -> usize {
+    fn open(self, buf: &mut BytesMut, n: usize, json_type: &str, rec_type: u8) -> usize {
         let at = buf.len();
         match self.0 {
             Encoding::Json => {
-                buf.push(if n == 0 { b'[' } else { b',' });
+                buf.put_u8(if n == 0 { b'[' } else { b',' });
                 buf.extend_from_slice(b"{\"type\":\"");
                 buf.extend_from_slice(json_type.as_bytes());
                 buf.extend_from_slice(b"\",");
@@ -120,11 +121,11 @@ impl Framing for Native {
         }
     }
 
-    fn open_stored(&mut self, buf: &mut Vec<u8>, n: usize, kind: Kind, snapshot: Option<bool>, _tag: Tag) -> usize {
+    fn open_stored(&mut self, buf: &mut BytesMut, n: usize, kind: Kind, snapshot: Option<bool>, _tag: Tag) -> usize {
         let at = buf.len();
         match self.0 {
             Encoding::Json => {
-                buf.push(if n == 0 { b'[' } else { b',' });
+                buf.put_u8(if n == 0 { b'[' } else { b',' });
                 buf.extend_from_slice(json_opening(kind, snapshot));
             }
             Encoding::Binary => {
@@ -138,12 +139,12 @@ impl Framing for Native {
         at
     }
 
-    fn close_stored(&mut self, buf: &mut Vec<u8>, open: usize) -> usize {
+    fn close_stored(&mut self, buf: &mut BytesMut, open: usize) -> usize {
         self.close(buf, open);
         1
     }
 
-    fn push_gap(&mut self, buf: &mut Vec<u8>, n: usize, topic: &str, from: u64, to: u64) {
+    fn push_gap(&mut self, buf: &mut BytesMut, n: usize, topic: &str, from: u64, to: u64) {
         let at = self.open(buf, n, "gap", record::GAP);
         match self.0 {
             Encoding::Json => push_gap_json(buf, topic, from, to),
@@ -151,16 +152,16 @@ impl Framing for Native {
                 buf.extend_from_slice(&from.to_le_bytes());
                 buf.extend_from_slice(&to.to_le_bytes());
                 let t = &topic.as_bytes()[..topic.len().min(255)];
-                buf.push(t.len() as u8);
+                buf.put_u8(t.len() as u8);
                 buf.extend_from_slice(t);
             }
         }
         self.close(buf, at);
     }
 
-    fn finish(&mut self, buf: &mut Vec<u8>) {
+    fn finish(&mut self, buf: &mut BytesMut) {
         if self.0 == Encoding::Json {
-            buf.push(b']');
+            buf.put_u8(b']');
         }
     }
 }
@@ -180,7 +181,7 @@ pub fn json_opening(kind: Kind, snapshot: Option<bool>) -> &'static [u8] {
 }
 
 /// The members of a `gap` event after its `"type"`: `"topic":T,"from":N,"to":M}`.
-pub fn push_gap_json(buf: &mut Vec<u8>, topic: &str, from: u64, to: u64) {
+pub fn push_gap_json(buf: &mut BytesMut, topic: &str, from: u64, to: u64) {
     let mut ib = itoa::Buffer::new();
     buf.extend_from_slice(b"\"topic\":\"");
     push_json_str(buf, topic);
@@ -188,19 +189,24 @@ pub fn push_gap_json(buf: &mut Vec<u8>, topic: &str, from: u64, to: u64) {
     buf.extend_from_slice(ib.format(from).as_bytes());
     buf.extend_from_slice(b",\"to\":");
     buf.extend_from_slice(ib.format(to).as_bytes());
-    buf.push(b'}');
+    buf.put_u8(b'}');
 }
 
 /// Builds one batch (one frame) in a reusable buffer: many messages, one write.
 ///
 /// Messages can be written speculatively with [`BatchWriter::mark`] and rolled back with
 /// [`BatchWriter::rollback`] (the ring reader does so when a slot was overwritten while it copied).
+///
+/// The batch is built in a `BytesMut` and handed to the socket as `Bytes` ([`BatchWriter::take_frame`]) without
+/// another copy; the allocation comes back to the writer for the next batch once the socket is done with it.
 #[derive(Debug)]
 pub struct BatchWriter<F = Native> {
     framing: F,
-    buf: Vec<u8>,
+    buf: BytesMut,
     n: usize,
     finished: bool,
+    /// Bytes at the front of every frame for a length prefix (QUIC streams), filled in by `take_frame`.
+    prefix: usize,
 }
 
 /// A point to roll a [`BatchWriter`] back to.
@@ -242,16 +248,16 @@ impl BatchWriter<Native> {
                     buf.extend_from_slice(b"\"id\":");
                     buf.extend_from_slice(itoa::Buffer::new().format(id).as_bytes());
                     if !members.is_empty() {
-                        buf.push(b',');
+                        buf.put_u8(b',');
                         buf.extend_from_slice(members.as_bytes());
                     }
-                    buf.push(b'}');
+                    buf.put_u8(b'}');
                 }
                 Encoding::Binary => {
                     buf.extend_from_slice(&id.to_le_bytes());
-                    buf.push(b'{');
+                    buf.put_u8(b'{');
                     buf.extend_from_slice(members.as_bytes());
-                    buf.push(b'}');
+                    buf.put_u8(b'}');
                 }
             }
             f.close(buf, at);
@@ -265,7 +271,7 @@ impl BatchWriter<Native> {
                 Encoding::Json => {
                     buf.extend_from_slice(b"\"id\":");
                     buf.extend_from_slice(itoa::Buffer::new().format(id).as_bytes());
-                    buf.push(b'}');
+                    buf.put_u8(b'}');
                 }
                 Encoding::Binary => buf.extend_from_slice(&id.to_le_bytes()),
             }
@@ -282,7 +288,7 @@ impl BatchWriter<Native> {
                     if let Some(id) = id {
                         buf.extend_from_slice(b"\"id\":");
                         buf.extend_from_slice(itoa::Buffer::new().format(id).as_bytes());
-                        buf.push(b',');
+                        buf.put_u8(b',');
                     }
                     buf.extend_from_slice(b"\"code\":\"");
                     push_json_str(buf, code);
@@ -293,7 +299,7 @@ impl BatchWriter<Native> {
                 Encoding::Binary => {
                     buf.extend_from_slice(&id.unwrap_or(0).to_le_bytes());
                     let c = &code.as_bytes()[..code.len().min(255)];
-                    buf.push(c.len() as u8);
+                    buf.put_u8(c.len() as u8);
                     buf.extend_from_slice(c);
                     let m = &message.as_bytes()[..message.len().min(u16::MAX as usize)];
                     buf.extend_from_slice(&(m.len() as u16).to_le_bytes());
@@ -308,7 +314,15 @@ impl BatchWriter<Native> {
 impl<F: Framing> BatchWriter<F> {
     /// An empty batch framed by `framing`.
     pub fn with_framing(framing: F) -> BatchWriter<F> {
-        BatchWriter { framing, buf: Vec::with_capacity(256), n: 0, finished: false }
+        BatchWriter { framing, buf: BytesMut::with_capacity(256), n: 0, finished: false, prefix: 0 }
+    }
+
+    /// Starts every frame with its length as a u32 big-endian (the framing of QUIC streams), written by
+    /// [`BatchWriter::take_frame`] into room kept at the front, so the prefix costs no copy either.
+    pub fn with_length_prefix(mut self) -> BatchWriter<F> {
+        self.prefix = 4;
+        self.clear();
+        self
     }
 
     /// The framing.
@@ -331,9 +345,9 @@ impl<F: Framing> BatchWriter<F> {
         self.n == 0
     }
 
-    /// Bytes in the batch so far.
+    /// Bytes in the batch so far (the length prefix not counted).
     pub fn n_bytes(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.prefix
     }
 
     /// A point to roll back to.
@@ -349,7 +363,7 @@ impl<F: Framing> BatchWriter<F> {
 
     /// Appends one message of the protocol's own (an answer, an error, a hub message): `write` gets the framing,
     /// the buffer and the number of messages already in the batch.
-    pub fn push_with(&mut self, write: impl FnOnce(&mut F, &mut Vec<u8>, usize)) {
+    pub fn push_with(&mut self, write: impl FnOnce(&mut F, &mut BytesMut, usize)) {
         write(&mut self.framing, &mut self.buf, self.n);
         self.n += 1;
     }
@@ -370,7 +384,7 @@ impl<F: Framing> BatchWriter<F> {
         self.n += self.framing.close_stored(&mut self.buf, open);
     }
 
-    pub(crate) fn buf_mut(&mut self) -> &mut Vec<u8> {
+    pub(crate) fn buf_mut(&mut self) -> &mut BytesMut {
         &mut self.buf
     }
 
@@ -385,8 +399,8 @@ impl<F: Framing> BatchWriter<F> {
         self.close_stored(at);
     }
 
-    /// Closes the batch and returns its bytes (valid until the next write); `None` when empty. Call
-    /// [`BatchWriter::clear`] once the frame has been handed to the socket.
+    /// Closes the batch and returns its bytes (valid until the next write; the length prefix not included);
+    /// `None` when empty. Call [`BatchWriter::clear`] once the frame has been handed over.
     pub fn finish(&mut self) -> Option<&[u8]> {
         if self.n == 0 {
             return None;
@@ -395,12 +409,27 @@ impl<F: Framing> BatchWriter<F> {
             self.framing.finish(&mut self.buf);
             self.finished = true;
         }
-        Some(&self.buf)
+        Some(&self.buf[self.prefix..])
+    }
+
+    /// Closes the batch and hands its bytes over without a copy (with the length prefix, when asked for), then
+    /// starts the next batch; `None` when empty. The allocation is reused for a later batch once every handle to
+    /// the returned bytes is dropped (`BytesMut::reserve` takes it back), so a connection writing one batch at a
+    /// time keeps one buffer.
+    pub fn take_frame(&mut self) -> Option<Bytes> {
+        let len = self.finish()?.len();
+        if self.prefix == 4 {
+            self.buf[..4].copy_from_slice(&(len as u32).to_be_bytes());
+        }
+        let frame = self.buf.split().freeze();
+        self.clear();
+        Some(frame)
     }
 
     /// Empties the batch, keeping its allocation.
     pub fn clear(&mut self) {
         self.buf.clear();
+        self.buf.resize(self.prefix, 0);
         self.n = 0;
         self.finished = false;
     }

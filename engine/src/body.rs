@@ -273,19 +273,19 @@ pub fn encode_event_bin(out: &mut Vec<u8>, topic: &str, epoch: u64, seq: u64, ts
     out.push(b'}');
 }
 
-/// Appends `s` JSON-escaped (without quotes).
-pub fn push_json_str(out: &mut Vec<u8>, s: &str) {
+/// Appends `s` JSON-escaped (without quotes), to a scratch `Vec` or a batch's `BytesMut`.
+pub fn push_json_str(out: &mut impl bytes::BufMut, s: &str) {
     for &b in s.as_bytes() {
         match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'"' => out.put_slice(b"\\\""),
+            b'\\' => out.put_slice(b"\\\\"),
             0..=0x1f => {
                 const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[(b >> 4) as usize]);
-                out.push(HEX[(b & 0xf) as usize]);
+                out.put_slice(b"\\u00");
+                out.put_u8(HEX[(b >> 4) as usize]);
+                out.put_u8(HEX[(b & 0xf) as usize]);
             }
-            _ => out.push(b),
+            _ => out.put_u8(b),
         }
     }
 }

@@ -125,8 +125,8 @@ pub(crate) enum Incoming {
 
 /// A duplex transport under [`run`]: the frames of a session of type `C` in, its batches out.
 pub(crate) trait Transport<C> {
-    /// Writes one batch as one frame (binary or text).
-    fn send(&mut self, frame: &[u8], binary: bool) -> impl Future<Output = Result<(), ()>> + Send;
+    /// Writes one batch as one frame (binary or text): the batch's own bytes, no copy made on the way.
+    fn send(&mut self, frame: Bytes, binary: bool) -> impl Future<Output = Result<(), ()>> + Send;
     /// The next thing the client sent. Must be cancel safe: the loop drops it when something else happens first.
     fn recv(&mut self) -> impl Future<Output = Incoming> + Send;
     /// What the client sent that is already here, without waiting (several frames read at once are handled

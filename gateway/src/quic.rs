@@ -259,10 +259,11 @@ async fn serve_connection(conn: quinn::Connection, state: &Arc<AppState>) {
     // Datagram subscriptions only when the client accepts datagrams at all. Keep-alives and the idle timeout
     // are QUIC's own (`bind`), so the session runs no timers here.
     let datagrams = conn.max_datagram_size().is_some();
-    let mut session = Session::new(state.engine.clone(), encoding, SessionConfig { datagrams, ..cfg.session });
+    let mut session =
+        Session::new(state.engine.clone(), encoding, SessionConfig { datagrams, ..cfg.session }).length_prefixed();
     session.set_identity(Identity::default());
     let (ops_tx, mut ops_rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut quic = Quic { conn, push, frames: FramedRead::new(control, ControlCodec::default()), out: Vec::new() };
+    let mut quic = Quic { conn, push, frames: FramedRead::new(control, ControlCodec::default()) };
     if driver::run(&mut quic, &mut session, state, &ops_tx, &mut ops_rx, None).await == Ended::Closed
         && let Some(reason) = session.poll_close()
     {
@@ -279,8 +280,6 @@ struct Quic {
     conn: quinn::Connection,
     push: quinn::SendStream,
     frames: FramedRead<quinn::RecvStream, ControlCodec>,
-    /// The length prefix and the batch, written with one `write_all`.
-    out: Vec<u8>,
 }
 
 impl Quic {
@@ -311,11 +310,10 @@ impl Quic {
 }
 
 impl driver::Transport<Session> for Quic {
-    async fn send(&mut self, frame: &[u8], _binary: bool) -> Result<(), ()> {
-        self.out.clear();
-        self.out.extend_from_slice(&(frame.len() as u32).to_be_bytes());
-        self.out.extend_from_slice(frame);
-        self.push.write_all(&self.out).await.map_err(|e| tracing::debug!("quic push stream write failed: {e}"))
+    /// The frame carries its length prefix already (the session's batch keeps room for it), and quinn keeps the
+    /// bytes it is given until they are acknowledged: no copy on the way.
+    async fn send(&mut self, frame: Bytes, _binary: bool) -> Result<(), ()> {
+        self.push.write_chunk(frame).await.map_err(|e| tracing::debug!("quic push stream write failed: {e}"))
     }
 
     async fn recv(&mut self) -> Incoming {
@@ -351,7 +349,7 @@ fn send_datagrams(conn: &quinn::Connection, session: &mut Session) {
         if d.len() > max {
             continue;
         }
-        if let Err(e) = conn.send_datagram(Bytes::copy_from_slice(d)) {
+        if let Err(e) = conn.send_datagram(d) {
             return tracing::debug!("quic datagram not sent: {e}");
         }
     }

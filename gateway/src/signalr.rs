@@ -422,7 +422,7 @@ async fn serve_websocket(
         && let Some(resume) = session.resume()
     {
         let binary = session.binary_frames();
-        let sent = timeout(write_timeout, driver::Transport::<HubSession>::send(&mut ws, &resume, binary)).await;
+        let sent = timeout(write_timeout, driver::Transport::<HubSession>::send(&mut ws, resume.into(), binary)).await;
         if !matches!(sent, Ok(Ok(()))) {
             return false;
         }
@@ -487,7 +487,7 @@ fn hand_over_early(
 /// Takes the next batch out of a shared session, framed for the transport by `frame` (one copy out of the
 /// session's buffer): `Some(bytes)` to send, `None` when there is nothing yet; marks the connection ended once the
 /// close (and the Close message) went out.
-fn take_batch(conn: &Conn, frame: impl FnOnce(&[u8]) -> Bytes) -> Result<Option<Bytes>, ()> {
+fn take_batch(conn: &Conn, frame: impl FnOnce(Bytes) -> Bytes) -> Result<Option<Bytes>, ()> {
     let mut inner = lock(&conn.inner);
     if inner.ended {
         return Err(());
@@ -527,7 +527,7 @@ fn connect_sse(state: Arc<AppState>, conn: Arc<Conn>) -> Result<Response, ApiErr
         }
         let mut shutdown = s.state.shutdown.clone();
         loop {
-            match take_batch(&s.conn, sse_event) {
+            match take_batch(&s.conn, |b| sse_event(&b)) {
                 Err(()) => return None,
                 Ok(Some(event)) => return Some((Ok(event), s)),
                 Ok(None) => {}
@@ -589,7 +589,7 @@ async fn long_poll(state: Arc<AppState>, conn: Arc<Conn>) -> Result<Response, Ap
         if lock(&conn.inner).poll_gen != my_gen {
             break StatusCode::NO_CONTENT.into_response();
         }
-        match take_batch(&conn, Bytes::copy_from_slice) {
+        match take_batch(&conn, |b| b) {
             Err(()) => break StatusCode::NO_CONTENT.into_response(),
             Ok(Some(frame)) => {
                 let binary = lock(&conn.inner).session.as_ref().is_some_and(HubSession::binary_frames);

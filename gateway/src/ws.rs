@@ -80,12 +80,13 @@ pub(crate) struct Ws {
 }
 
 impl<C: Connection> Transport<C> for Ws {
-    async fn send(&mut self, frame: &[u8], binary: bool) -> Result<(), ()> {
+    async fn send(&mut self, frame: Bytes, binary: bool) -> Result<(), ()> {
         let msg = if binary {
-            Message::Binary(Bytes::copy_from_slice(frame))
+            Message::Binary(frame)
         } else {
-            // Batches are built from UTF-8 pieces; a failure here would be a bug, and drops the connection.
-            Message::Text(Utf8Bytes::try_from(frame.to_vec()).map_err(|_| ())?)
+            // Batches are built from UTF-8 pieces (checked here, not copied); a failure would be a bug, and drops
+            // the connection.
+            Message::Text(Utf8Bytes::try_from(frame).map_err(|_| ())?)
         };
         self.socket.send(msg).await.map_err(|_| ())
     }

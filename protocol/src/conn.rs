@@ -1,6 +1,7 @@
 //! What both sessions share: settings, identity, close reasons, error codes, the operations handed to the
 //! adapter, and [`Conn`], the per-connection state under either protocol (subscriptions, error budget, close).
 
+use bytes::Bytes;
 use marquee_engine::fanout::{Limits, Signal, SlowConsumer, Start, Subscriber};
 use marquee_engine::{BatchWriter, Engine, Framing, PRIVATE_PREFIX, Position, valid_topic_name};
 use std::collections::HashMap;
@@ -174,8 +175,9 @@ pub enum AppOp {
 pub trait Connection {
     /// Handles one client frame.
     fn handle_frame(&mut self, frame: &[u8], now: Instant);
-    /// Drains the subscriptions into the pending batch and returns the frame to send, if any.
-    fn poll_transmit(&mut self) -> Option<&[u8]>;
+    /// Drains the subscriptions into the pending batch and returns the frame to send, if any: the batch's own
+    /// bytes, handed over without a copy (see [`marquee_engine::BatchWriter::take_frame`]).
+    fn poll_transmit(&mut self) -> Option<Bytes>;
     /// The frame from [`Connection::poll_transmit`] was written: count it and reuse the buffer.
     fn sent(&mut self);
     /// Set once the connection must be closed; send what [`Connection::poll_transmit`] still returns first.
@@ -217,6 +219,8 @@ pub(crate) struct Conn {
     window_start: Option<Instant>,
     pub(crate) close: Option<CloseReason>,
     last_drain_messages: u64,
+    /// Payload bytes of the frame handed out by `poll_transmit` and not yet `sent`.
+    in_flight: usize,
     pub(crate) identity: Identity,
     pub(crate) ops: VecDeque<AppOp>,
     /// When the timers were armed (the first time passed in).
@@ -234,6 +238,7 @@ impl Conn {
             window_start: None,
             close: None,
             last_drain_messages: 0,
+            in_flight: 0,
             identity: Identity::default(),
             ops: VecDeque::new(),
             armed_at: None,
@@ -373,15 +378,23 @@ impl Conn {
         }
     }
 
-    /// Counts a written batch and empties it for reuse.
-    pub(crate) fn sent<F: Framing>(&mut self, batch: &mut BatchWriter<F>) {
-        if !batch.is_empty() {
+    /// Takes the finished batch out of `batch` for the transport, without a copy.
+    pub(crate) fn take_frame<F: Framing>(&mut self, batch: &mut BatchWriter<F>) -> Option<Bytes> {
+        let payload = batch.n_bytes();
+        let frame = batch.take_frame()?;
+        self.in_flight = payload;
+        Some(frame)
+    }
+
+    /// Counts the frame written.
+    pub(crate) fn sent(&mut self) {
+        if self.in_flight > 0 {
             let m = self.sub.engine().metrics();
             m.add(&m.batches, 1);
             m.add(&m.deliveries, self.last_drain_messages);
-            m.add(&m.bytes_out, batch.n_bytes() as u64);
+            m.add(&m.bytes_out, self.in_flight as u64);
         }
         self.last_drain_messages = 0;
-        batch.clear();
+        self.in_flight = 0;
     }
 }

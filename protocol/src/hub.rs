@@ -9,6 +9,7 @@
 
 use crate::conn::{AppOp, CloseReason, Conn, Connection, Identity, SessionConfig, code};
 use crate::hub_framing::{HubBatch, HubFraming, HubStream, RECORD_SEPARATOR};
+use bytes::Bytes;
 use marquee_engine::body::push_json_str;
 use marquee_engine::fanout::{Signal, Subscriber};
 use marquee_engine::{BatchWriter, Engine, PRIVATE_PREFIX, Position, TICKS_PREFIX, Tag};
@@ -165,6 +166,8 @@ pub struct HubSession {
     c: Conn,
     batch: BatchWriter<HubFraming>,
     hub: HubState,
+    /// Stateful reconnect: the frame handed to the transport and not yet `sent`.
+    in_flight: Option<Bytes>,
 }
 
 impl std::fmt::Debug for HubSession {
@@ -180,6 +183,7 @@ impl HubSession {
             c: Conn::new(engine, config),
             batch: BatchWriter::with_framing(HubFraming::default()),
             hub: HubState::default(),
+            in_flight: None,
         }
     }
 
@@ -220,7 +224,7 @@ impl Connection for HubSession {
         }
     }
 
-    fn poll_transmit(&mut self) -> Option<&[u8]> {
+    fn poll_transmit(&mut self) -> Option<Bytes> {
         // Stateful reconnect over its buffer: topics wait until the client acknowledges (an Ack reschedules).
         if self.hub_before_drain() {
             self.c.sub.signal().clear();
@@ -231,12 +235,17 @@ impl Connection for HubSession {
         if self.c.close.is_some() {
             self.push_hub_close();
         }
-        self.batch.finish()
+        let frame = self.c.take_frame(&mut self.batch)?;
+        if self.hub.replay.is_some() {
+            // Stateful reconnect keeps what the frame held once it is written (a handle, not a copy).
+            self.in_flight = Some(frame.clone());
+        }
+        Some(frame)
     }
 
     fn sent(&mut self) {
         self.hub_sent();
-        self.c.sent(&mut self.batch);
+        self.c.sent();
     }
 
     fn poll_close(&self) -> Option<&CloseReason> {
@@ -708,8 +717,8 @@ impl HubSession {
     /// Stateful reconnect: keeps what the batch about to be cleared held.
     fn hub_sent(&mut self) {
         let msgpack = self.batch.framing().is_msgpack();
-        if let (Some(r), Some(bytes)) = (self.hub.replay.as_mut(), self.batch.finish()) {
-            r.record(bytes, msgpack);
+        if let (Some(r), Some(frame)) = (self.hub.replay.as_mut(), self.in_flight.take()) {
+            r.record(&frame, msgpack);
         }
     }
 
@@ -1031,7 +1040,7 @@ mod tests {
     /// The MessagePack frames of one batch, decoded.
     fn recv_msgpack(s: &mut HubSession) -> Vec<Value> {
         let Some(f) = s.poll_transmit() else { return Vec::new() };
-        let mut rest = f;
+        let mut rest = &f[..];
         let mut out = Vec::new();
         while !rest.is_empty() {
             let (n, head) = crate::msgpack::get_varint(rest).unwrap().unwrap();

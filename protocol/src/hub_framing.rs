@@ -4,6 +4,7 @@
 //! MessagePack handshake ([`HubFraming::set_msgpack`]) each hub message is transcoded into the VarInt-framed
 //! MessagePack form (see [`crate::msgpack`]). See `docs/SIGNALR.md`.
 
+use bytes::{BufMut, BytesMut};
 use marquee_engine::batch::{BodyFormat, Framing, Tag, json_opening, push_gap_json};
 use marquee_engine::body::push_json_str;
 use marquee_engine::{BatchWriter, Kind};
@@ -100,7 +101,7 @@ impl HubFraming {
     }
 
     /// Closes the hub message open since `open` (still JSON).
-    fn close_json(&mut self, buf: &mut Vec<u8>) {
+    fn close_json(&mut self, buf: &mut BytesMut) {
         match self.open {
             HubClose::Arguments => buf.extend_from_slice(b"]}\x1e"),
             HubClose::Item { .. } => buf.extend_from_slice(b"}\x1e"),
@@ -118,7 +119,7 @@ impl HubFraming {
     }
 
     /// Rewrites the JSON hub messages in `buf[from..]` (each ending with the separator) as MessagePack frames.
-    fn transcode_to_msgpack(&mut self, buf: &mut Vec<u8>, from: usize) {
+    fn transcode_to_msgpack(&mut self, buf: &mut BytesMut, from: usize) {
         let (mut out, mut one) = (std::mem::take(&mut self.scratch), std::mem::take(&mut self.scratch_one));
         out.clear();
         for m in buf[from..].split(|&b| b == RECORD_SEPARATOR).filter(|m| !m.is_empty()) {
@@ -136,10 +137,10 @@ impl HubFraming {
     }
 
     /// Appends one complete hub message (a JSON object) and its record separator, in the connection's protocol.
-    fn push_json_message(&mut self, buf: &mut Vec<u8>, json: &[u8]) {
+    fn push_json_message(&mut self, buf: &mut BytesMut, json: &[u8]) {
         let at = buf.len();
         buf.extend_from_slice(json);
-        buf.push(RECORD_SEPARATOR);
+        buf.put_u8(RECORD_SEPARATOR);
         if self.msgpack {
             self.transcode_to_msgpack(buf, at);
         }
@@ -151,7 +152,7 @@ impl Framing for HubFraming {
         BodyFormat::Json
     }
 
-    fn open_stored(&mut self, buf: &mut Vec<u8>, _n: usize, kind: Kind, snapshot: Option<bool>, tag: Tag) -> usize {
+    fn open_stored(&mut self, buf: &mut BytesMut, _n: usize, kind: Kind, snapshot: Option<bool>, tag: Tag) -> usize {
         let at = buf.len();
         // Streams carry ticks (`StreamTicks`); anything else on the topic goes as an Invocation.
         let stream = if kind == Kind::Tick && tag != 0 { self.stream(tag) } else { None };
@@ -174,7 +175,7 @@ impl Framing for HubFraming {
         at
     }
 
-    fn close_stored(&mut self, buf: &mut Vec<u8>, open: usize) -> usize {
+    fn close_stored(&mut self, buf: &mut BytesMut, open: usize) -> usize {
         // Still JSON here: the Invocation copy below is made from the item's JSON; both are transcoded after.
         self.close_json(buf);
         let mut n = 1;
@@ -182,7 +183,9 @@ impl Framing for HubFraming {
             // The same event object again, as an Invocation for the connection's `Subscribe` of the topic.
             let end = buf.len() - 2;
             buf.extend_from_slice(b"{\"type\":1,\"target\":\"tick\",\"arguments\":[");
-            buf.extend_from_within(item_at..end);
+            let at = buf.len();
+            buf.resize(at + end - item_at, 0);
+            buf.copy_within(item_at..end, at);
             buf.extend_from_slice(b"]}\x1e");
             n += 1;
         }
@@ -192,7 +195,7 @@ impl Framing for HubFraming {
         n
     }
 
-    fn push_gap(&mut self, buf: &mut Vec<u8>, _n: usize, topic: &str, from: u64, to: u64) {
+    fn push_gap(&mut self, buf: &mut BytesMut, _n: usize, topic: &str, from: u64, to: u64) {
         let at = buf.len();
         buf.extend_from_slice(b"{\"type\":1,\"target\":\"gap\",\"arguments\":[{\"type\":\"gap\",");
         push_gap_json(buf, topic, from, to);
@@ -218,7 +221,7 @@ impl HubBatch for BatchWriter<HubFraming> {
 
 /// Appends a SignalR target for a Marquee event type: snake_case becomes camelCase (`lot_update` is
 /// `lotUpdate`), the way .NET names hub client methods.
-pub fn push_hub_target(out: &mut Vec<u8>, type_name: &[u8]) {
+pub fn push_hub_target(out: &mut impl BufMut, type_name: &[u8]) {
     let mut upper = false;
     for &b in type_name {
         if b == b'_' {
@@ -226,7 +229,7 @@ pub fn push_hub_target(out: &mut Vec<u8>, type_name: &[u8]) {
         } else if b == b'"' || b == b'\\' || b < 0x20 {
             // Never in a valid type name; keep the output valid JSON anyway.
         } else {
-            out.push(if upper { b.to_ascii_uppercase() } else { b });
+            out.put_u8(if upper { b.to_ascii_uppercase() } else { b });
             upper = false;
         }
     }

@@ -19,6 +19,7 @@
 //! ```
 
 use crate::conn::{AppOp, CloseReason, Conn, Connection, Identity, SessionConfig, code};
+use bytes::Bytes;
 use marquee_engine::fanout::{Signal, Subscriber};
 use marquee_engine::{BatchWriter, Encoding, Engine, Position};
 use serde::Deserialize;
@@ -129,11 +130,17 @@ impl Session {
         self.c.count_error(now);
     }
 
+    /// Starts every stream frame with its length as a u32 big-endian (QUIC's framing), in the same buffer.
+    pub fn length_prefixed(mut self) -> Session {
+        self.batch = std::mem::replace(&mut self.batch, BatchWriter::new(Encoding::Json)).with_length_prefix();
+        self
+    }
+
     /// The next datagram, at most `max_bytes` (unless one message alone is larger): ticks of the topics
     /// subscribed with `"datagrams": true`, one batch in the connection's encoding (under JSON, an array of
-    /// events, each with its seq, and `gap` events where values were skipped). The bytes are valid until the
-    /// next call; datagrams are fire-and-forget, so there is no `sent`. Call until it returns `None`.
-    pub fn poll_datagram(&mut self, max_bytes: usize) -> Option<&[u8]> {
+    /// events, each with its seq, and `gap` events where values were skipped), handed over without a copy;
+    /// datagrams are fire-and-forget, so there is no `sent`. Call until it returns `None`.
+    pub fn poll_datagram(&mut self, max_bytes: usize) -> Option<Bytes> {
         self.datagram.clear();
         if self.c.close.is_some() {
             return None;
@@ -146,7 +153,7 @@ impl Session {
             m.add(&m.deliveries, d.messages);
             m.add(&m.bytes_out, self.datagram.n_bytes() as u64 + 1);
         }
-        self.datagram.finish()
+        self.datagram.take_frame()
     }
 }
 
@@ -194,13 +201,13 @@ impl Connection for Session {
         }
     }
 
-    fn poll_transmit(&mut self) -> Option<&[u8]> {
+    fn poll_transmit(&mut self) -> Option<Bytes> {
         self.c.drain(&mut self.batch);
-        self.batch.finish()
+        self.c.take_frame(&mut self.batch)
     }
 
     fn sent(&mut self) {
-        self.c.sent(&mut self.batch);
+        self.c.sent();
     }
 
     fn poll_close(&self) -> Option<&CloseReason> {
@@ -277,7 +284,7 @@ mod tests {
         }
         fn recv(&mut self) -> Vec<serde_json::Value> {
             let out = match self.s.poll_transmit() {
-                Some(f) => serde_json::from_slice::<Vec<serde_json::Value>>(f).unwrap(),
+                Some(f) => serde_json::from_slice::<Vec<serde_json::Value>>(&f).unwrap(),
                 None => Vec::new(),
             };
             self.s.sent();
@@ -430,7 +437,7 @@ mod tests {
         assert_eq!(h.send(sub), [serde_json::json!({"type":"ack","id":1})], "ticks left the stream");
         lot.publish_event("bid", r#"{"amount":"5"}"#, 0).unwrap();
         assert_eq!(h.recv()[0]["type"], "bid", "reliable topics never go as datagrams");
-        let dg: Vec<serde_json::Value> = serde_json::from_slice(h.s.poll_datagram(1200).unwrap()).unwrap();
+        let dg: Vec<serde_json::Value> = serde_json::from_slice(&h.s.poll_datagram(1200).unwrap()).unwrap();
         assert_eq!((dg.len(), dg[0]["type"].as_str()), (1, Some("snapshot")));
         assert!(h.s.poll_datagram(1200).is_none());
         for i in 2..=40 {
@@ -439,7 +446,7 @@ mod tests {
         let mut seqs = Vec::new();
         while let Some(d) = h.s.poll_datagram(600) {
             assert!(d.len() <= 600, "{} bytes", d.len());
-            let evs: Vec<serde_json::Value> = serde_json::from_slice(d).unwrap();
+            let evs: Vec<serde_json::Value> = serde_json::from_slice(&d).unwrap();
             assert!(evs.len() > 1, "several ticks per datagram");
             seqs.extend(evs.iter().map(|e| e["seq"].as_u64().unwrap()));
         }
@@ -462,7 +469,7 @@ mod tests {
         for i in 2..=30 {
             w.publish_tick(&Tick { price: Price(i), size: 1, ..Default::default() }, 0).unwrap();
         }
-        let evs: Vec<serde_json::Value> = serde_json::from_slice(h.s.poll_datagram(1200).unwrap()).unwrap();
+        let evs: Vec<serde_json::Value> = serde_json::from_slice(&h.s.poll_datagram(1200).unwrap()).unwrap();
         assert_eq!(evs[0], serde_json::json!({"type":"gap","topic":"ticks.AAPL","from":2,"to":29}));
         assert_eq!(evs[1]["seq"], 30);
         assert!(h.s.poll_datagram(1200).is_none());
