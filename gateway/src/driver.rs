@@ -48,10 +48,12 @@ pub(crate) fn admit(state: &Arc<AppState>) -> Result<ConnGuard, ApiError> {
 /// The token of a request: `Authorization: Bearer` or `?access_token=` (browsers cannot set headers on
 /// WebSockets and EventSource).
 pub(crate) fn request_token<'a>(headers: &'a HeaderMap, query: &'a HashMap<String, String>) -> Option<&'a str> {
+    // The scheme matches without regard to case (RFC 9110), as ASP.NET Core's bearer handler does.
+    let bearer = |v: &'a str| v.get(..7).filter(|s| s.eq_ignore_ascii_case("bearer ")).map(|_| &v[7..]);
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer)
         .or(query.get("access_token").map(String::as_str))
 }
 

@@ -19,7 +19,7 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use marquee_engine::Signal;
@@ -266,6 +266,14 @@ fn find(state: &AppState, headers: &HeaderMap, query: &HashMap<String, String>) 
     Ok(conn)
 }
 
+fn transport_mismatch(t: Transport) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "transport_mismatch",
+        format!("this connection uses {t:?}; a transport cannot change"),
+    )
+}
+
 fn conflict(message: &str) -> ApiError {
     ApiError::new(StatusCode::CONFLICT, "transport_conflict", message)
 }
@@ -286,7 +294,13 @@ async fn connect(
     if sse {
         return connect_sse(state, conn);
     }
-    long_poll(state, conn).await
+    // Every poll answer says not to cache it, as ASP.NET Core's do: a proxy must never replay a poll.
+    let mut resp = long_poll(state, conn).await?;
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    h.insert(header::EXPIRES, HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"));
+    Ok(resp)
 }
 
 async fn connect_websocket(
@@ -303,6 +317,9 @@ async fn connect_websocket(
         let mut inner = lock(&conn.inner);
         // A stateful connection whose socket dropped takes a new one; otherwise one transport per connection.
         let resuming = conn.stateful && inner.parked_at.is_some();
+        if let Some(t @ (Transport::ServerSentEvents | Transport::LongPolling)) = inner.transport {
+            return Err(transport_mismatch(t));
+        }
         if (inner.transport.is_some() && !resuming) || inner.ended {
             return Err(conflict("this connection already has a transport"));
         }
@@ -335,7 +352,8 @@ async fn connect_websocket(
             let (mut session, (ops_tx, mut ops_rx), mut claimed) = (session, ops, claimed);
             let conn = claimed.conn.clone();
             let over = serve_websocket(socket, &state, &mut session, &ops_tx, &mut ops_rx, conn.as_deref()).await;
-            if let Some(conn) = conn.filter(|c| !over && c.stateful) {
+            // A dropped socket keeps its session only with stateful reconnect on (negotiated, and a version-2 handshake).
+            if let Some(conn) = conn.filter(|c| !over && c.stateful && session.stateful_reconnect()) {
                 park(&state, &conn, session, ops_rx);
                 claimed.conn = None;
             }
@@ -452,8 +470,10 @@ fn claim(state: &Arc<AppState>, conn: &Conn, transport: Transport) -> Result<boo
             inner.transport = Some(transport);
             let inner = &mut *inner;
             if let Some(session) = inner.session.as_mut() {
-                if transport == Transport::ServerSentEvents {
-                    session.set_text_only();
+                match transport {
+                    Transport::ServerSentEvents => session.set_text_only(),
+                    Transport::LongPolling => session.set_inherent_keep_alive(),
+                    Transport::WebSockets => {}
                 }
                 // The transport connected: a sign of life, which arms the session's timers.
                 session.heard(Instant::now());
@@ -463,9 +483,8 @@ fn claim(state: &Arc<AppState>, conn: &Conn, transport: Transport) -> Result<boo
             Ok(true)
         }
         Some(t) if t == transport && transport == Transport::LongPolling => Ok(false),
-        Some(Transport::WebSockets) if transport == Transport::LongPolling => {
-            Err(ApiError::new(StatusCode::BAD_REQUEST, "transport_mismatch", "this connection uses WebSockets"))
-        }
+        // As ASP.NET Core: another transport than the connection's is a bad request, the same one again a conflict.
+        Some(t) if t != transport => Err(transport_mismatch(t)),
         _ => Err(conflict("this connection already has a transport")),
     }
 }
@@ -545,7 +564,8 @@ fn connect_sse(state: Arc<AppState>, conn: Arc<Conn>) -> Result<Response, ApiErr
     });
     Ok(Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
-        .header(header::CACHE_CONTROL, "no-cache")
+        .header(header::CACHE_CONTROL, "no-cache, no-store")
+        .header(header::PRAGMA, "no-cache")
         .header("x-accel-buffering", "no")
         .body(Body::from_stream(body))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))

@@ -186,10 +186,11 @@ async fn signalr_connection_ids_unknown_404_missing_400_second_websocket_409() {
     let mut first = ws_connect(addr, &format!("?id={token}")).await.unwrap();
     let err = ws_connect(addr, &format!("?id={token}")).await.unwrap_err();
     assert!(err.to_string().contains("409"), "{err}");
-    // Neither SSE nor long polling can take it over either.
-    let (status, _, _) =
+    // Neither SSE nor long polling can take it over: another transport is a bad request, as in ASP.NET Core.
+    let (status, _, body) =
         raw(addr, "GET", &format!("/hubs/market?id={token}"), &[("Accept", "text/event-stream")], "").await;
-    assert_eq!(status, 409);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("transport_mismatch"), "{body}");
     // The first socket is unharmed.
     send(&mut first, HANDSHAKE).await;
     assert_eq!(messages(&mut first).await.unwrap()[0], json!({}));
@@ -291,11 +292,17 @@ async fn signalr_keep_alive_pings_and_a_silent_client_is_closed_with_a_reason() 
     let ping = until(&mut ws, |m| m["type"] == 6).await.unwrap();
     assert_eq!(ping, json!({"type": 6}));
     assert!(start.elapsed() < Duration::from_millis(900), "first ping after {:?}", start.elapsed());
-    // We say nothing: after the client timeout, a Close message that allows a reconnect, then the close.
+    // Before its first Ping, a client is not timed out (as in ASP.NET Core): 1.5 s of silence, and still pings.
+    while start.elapsed() < Duration::from_millis(1500) {
+        assert_eq!(until(&mut ws, |m| m["type"] == 6).await.unwrap(), json!({"type": 6}));
+    }
+    // One Ping from us starts the client timeout; then we say nothing: a Close message that allows a reconnect.
+    send(&mut ws, "{\"type\":6}\u{1e}").await;
+    let pinged = std::time::Instant::now();
     let close = until(&mut ws, |m| m["type"] == 7).await.unwrap();
     assert_eq!(close["allowReconnect"], true);
     assert!(close["error"].as_str().unwrap().contains("idle timeout"), "{close}");
-    assert!(start.elapsed() >= Duration::from_millis(900), "closed after {:?}", start.elapsed());
+    assert!(pinged.elapsed() >= Duration::from_millis(900), "closed after {:?}", pinged.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

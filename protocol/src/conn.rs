@@ -270,7 +270,8 @@ impl Conn {
         let (armed, t) = (self.armed_at?, self.config.timers);
         let idle = t.idle_timeout.zip(self.last_heard).map(|(d, h)| h + d);
         let handshake = t.handshake_timeout.filter(|_| handshaking).map(|d| armed + d);
-        [self.next_keep_alive, idle, handshake].into_iter().flatten().min()
+        let keep_alive = t.keep_alive.and(self.next_keep_alive);
+        [keep_alive, idle, handshake].into_iter().flatten().min()
     }
 
     /// Runs the timers due at `now`; true when a keep-alive is due (the session sends it its own way).

@@ -168,6 +168,9 @@ pub struct HubSession {
     hub: HubState,
     /// Stateful reconnect: the frame handed to the transport and not yet `sent`.
     in_flight: Option<Bytes>,
+    /// The client timeout, which runs only from the client's first Ping on, as in ASP.NET Core (a client on a
+    /// transport with a keep-alive of its own, such as long polling, never pings).
+    client_timeout: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for HubSession {
@@ -179,8 +182,11 @@ impl std::fmt::Debug for HubSession {
 impl HubSession {
     /// A session that waits for the client's handshake.
     pub fn new(engine: Arc<Engine>, config: SessionConfig) -> HubSession {
+        let client_timeout = config.timers.idle_timeout;
+        let timers = crate::Timers { idle_timeout: None, ..config.timers };
         HubSession {
-            c: Conn::new(engine, config),
+            c: Conn::new(engine, SessionConfig { timers, ..config }),
+            client_timeout,
             batch: BatchWriter::with_framing(HubFraming::default()),
             hub: HubState::default(),
             in_flight: None,
@@ -294,6 +300,7 @@ impl Connection for HubSession {
             self.keep_alive();
         }
         if was_open && self.c.close.is_some() {
+            self.cancel_handshake();
             // The batch that carries the Close message must go out.
             self.c.sub.signal().schedule();
         }
@@ -351,9 +358,18 @@ impl HubSession {
         if buf.len() > max {
             let why = format!("a hub message of over {max} bytes without its end");
             self.c.close = Some(CloseReason::MessageTooLarge(why));
+            self.cancel_handshake();
             return;
         }
         self.hub.partial = buf;
+    }
+
+    /// A connection closed before its handshake completed gets the handshake answer ASP.NET Core sends then.
+    fn cancel_handshake(&mut self) {
+        if !self.hub.handshake_done && !self.hub.close_sent {
+            self.hub.close_sent = true;
+            self.batch.push_hub_message(b"{\"error\":\"Handshake was canceled.\"}");
+        }
     }
 
     fn handle_msgpack_message(&mut self, msg: &[u8], now: Instant) {
@@ -425,6 +441,11 @@ impl HubSession {
             // Pings only prove the client is alive (the adapter saw the frame). Client results and client-to-server
             // stream items have no meaning here; Ack and Sequence only with stateful reconnect (above); and the
             // specification tells receivers to ignore message types they do not know.
+            // The first Ping starts the client timeout.
+            ty::PING if self.c.config.timers.idle_timeout.is_none() && self.client_timeout.is_some() => {
+                self.c.config.timers.idle_timeout = self.client_timeout;
+                self.c.heard(now);
+            }
             ty::PING | ty::STREAM_ITEM | ty::COMPLETION => {}
             _ => {}
         }
@@ -433,16 +454,18 @@ impl HubSession {
     fn handle_handshake(&mut self, msg: &[u8]) {
         let text_only = self.hub.text_only;
         let handshake = serde_json::from_slice::<Handshake>(msg);
-        let msgpack = handshake.as_ref().is_ok_and(|h| h.protocol == "messagepack");
+        // Protocol names match without regard to case, as ASP.NET Core's resolver does.
+        let msgpack = handshake.as_ref().is_ok_and(|h| h.protocol.eq_ignore_ascii_case("messagepack"));
+        let json = handshake.as_ref().is_ok_and(|h| h.protocol.eq_ignore_ascii_case("json"));
         let handshake_version = handshake.as_ref().map_or(0, |h| h.version);
         let refusal = match handshake {
             Err(e) => Some(format!("bad_request: the handshake must be {{\"protocol\":\"json\",\"version\":1}}: {e}")),
-            Ok(h) if h.protocol == "messagepack" && text_only => Some(
+            Ok(_) if msgpack && text_only => Some(
                 "The protocol 'messagepack' needs a transport with the Binary transfer format (WebSockets or long \
                  polling), not Server-Sent Events."
                     .to_owned(),
             ),
-            Ok(h) if h.protocol != "json" && h.protocol != "messagepack" => Some(format!(
+            Ok(h) if !json && !msgpack => Some(format!(
                 "The protocol '{}' is not supported; this server speaks the 'json' and 'messagepack' hub protocols.",
                 h.protocol
             )),
@@ -485,7 +508,8 @@ impl HubSession {
 
     fn invoke(&mut self, m: HubMessage, now: Instant) {
         let streaming = m.ty == ty::STREAM_INVOCATION;
-        let id = m.invocation_id;
+        // An empty id asks for no answer, as in ASP.NET Core.
+        let id = m.invocation_id.filter(|id| !id.is_empty());
         let target = m.target.unwrap_or_default();
         let args = m.arguments.unwrap_or_default();
         let result: Result<Option<String>, Refusal> = if m.stream_ids.is_some_and(|s| !s.is_empty()) {
@@ -725,6 +749,20 @@ impl HubSession {
     /// SignalR: the transport carries text only (Server-Sent Events), so a MessagePack handshake is refused.
     pub fn set_text_only(&mut self) {
         self.hub.text_only = true;
+    }
+
+    /// Stateful reconnect is on: negotiated, and the handshake asked for a protocol version that has it (2). A
+    /// connection without it ends when its WebSocket drops.
+    pub fn stateful_reconnect(&self) -> bool {
+        self.hub.replay.is_some()
+    }
+
+    /// The transport keeps the connection alive by itself (long polling, whose clients send no Pings): no hub
+    /// Pings are sent, as in ASP.NET Core; a poller that stops polling is the transport's to notice.
+    pub fn set_inherent_keep_alive(&mut self) {
+        self.c.config.timers.keep_alive = None;
+        self.client_timeout = None;
+        self.c.config.timers.idle_timeout = None;
     }
 
     /// SignalR: true once the handshake succeeded.
@@ -1168,7 +1206,8 @@ mod tests {
         s.handle_timeout(t0 + Duration::from_secs(15));
         assert_eq!(s.poll_close().map(CloseReason::code), Some(1002));
         assert!(s.poll_close().unwrap().to_string().contains("no handshake"));
-        assert!(recv(&mut s).is_empty(), "no Ping and no Close message before a handshake");
+        // No Ping and no Close message before a handshake: the handshake answer ASP.NET Core sends then.
+        assert_eq!(recv(&mut s), vec![serde_json::json!({"error": "Handshake was canceled."})]);
     }
 
     #[test]
@@ -1190,5 +1229,27 @@ mod tests {
         let out = recv(&mut s);
         assert_eq!(out, vec![serde_json::json!({"type": 7, "error": "4000: idle timeout", "allowReconnect": true})]);
         assert_eq!(s.poll_close(), Some(&CloseReason::IdleTimeout));
+    }
+
+    #[test]
+    fn signalr_client_timeout_waits_for_the_first_ping_and_long_polling_gets_no_pings() {
+        let engine = Engine::new(EngineConfig::default());
+        let mut s = timed(&engine);
+        let t0 = Instant::now();
+        s.handle_frame(b"{\"protocol\":\"JSON\",\"version\":1}\x1e", t0);
+        assert_eq!(recv(&mut s), vec![serde_json::json!({})], "protocol names in any case");
+        // A client that never pings is never timed out by the hub (its transport's own timeouts apply).
+        s.handle_timeout(t0 + Duration::from_secs(300));
+        assert!(s.poll_close().is_none());
+        // An empty invocation id asks for no answer.
+        s.handle_frame(b"{\"type\":1,\"invocationId\":\"\",\"target\":\"Nope\",\"arguments\":[]}\x1e", t0);
+        assert!(recv(&mut s).iter().all(|m| m["type"] != 3));
+        let mut lp = timed(&engine);
+        lp.set_inherent_keep_alive();
+        lp.handle_frame(b"{\"protocol\":\"json\",\"version\":1}\x1e", t0);
+        recv(&mut lp);
+        assert_eq!(lp.poll_timeout(), None, "no keep-alive and no client timeout on long polling");
+        lp.handle_frame(b"{\"type\":6}\x1e", t0);
+        assert_eq!(lp.poll_timeout(), None);
     }
 }
