@@ -212,6 +212,11 @@ pub(crate) async fn run<C: Connection + Send, T: Transport<C> + Send>(
     let takeover_or_never = takeover.unwrap_or(&never);
     // A new transport is a sign of life, and arms the session's timers.
     session.heard(Instant::now());
+    // One timer for the connection's life, moved only when the session's next deadline moves (a new timer per
+    // turn would cost a timer-wheel insert and removal per batch).
+    let timer = tokio::time::sleep(Duration::from_secs(86_400));
+    tokio::pin!(timer);
+    let mut armed: Option<tokio::time::Instant> = None;
     loop {
         let binary = session.binary_frames();
         if let Some(frame) = session.poll_transmit() {
@@ -233,6 +238,12 @@ pub(crate) async fn run<C: Connection + Send, T: Transport<C> + Send>(
             return Ended::Lost;
         }
         let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
+        if deadline != armed {
+            if let Some(d) = deadline {
+                timer.as_mut().reset(d);
+            }
+            armed = deadline;
+        }
         tokio::select! {
             biased;
             _ = shutdown.changed() => session.close(CloseReason::GoingAway),
@@ -255,7 +266,10 @@ pub(crate) async fn run<C: Connection + Send, T: Transport<C> + Send>(
             Some(done) = ops_rx.recv() => op_done(session, done),
             _ = poll_fn(|cx| signal.poll_ready(cx)) => {}
             _ = takeover_or_never.requested(), if takeover.is_some() => return Ended::TakenOver,
-            _ = sleep_until(deadline) => session.handle_timeout(Instant::now()),
+            _ = &mut timer, if armed.is_some() => {
+                armed = None;
+                session.handle_timeout(Instant::now());
+            }
         }
     }
 }
