@@ -319,10 +319,9 @@ impl<F: Framing> BatchWriter<F> {
 
     /// Starts every frame with its length as a u32 big-endian (the framing of QUIC streams), written by
     /// [`BatchWriter::take_frame`] into room kept at the front, so the prefix costs no copy either.
-    pub fn with_length_prefix(mut self) -> BatchWriter<F> {
+    pub fn set_length_prefix(&mut self) {
         self.prefix = 4;
         self.clear();
-        self
     }
 
     /// The framing.

@@ -237,6 +237,18 @@ pub fn object_members(fields: &str) -> &str {
 /// writer puts `{"type":` (live) or `{"type":"snapshot","recovered":R,"event":` (snapshot) before it. `fields`
 /// must have passed [`check_event_fields`].
 pub fn encode_event_json(out: &mut Vec<u8>, topic: &str, epoch: u64, seq: u64, ts: i64, ty: &str, fields: &str) {
+    push_event_head(out, ty, topic, epoch, seq, ts);
+    let members = object_members(fields);
+    if !members.is_empty() {
+        out.push(b',');
+        out.extend_from_slice(members.as_bytes());
+    }
+    out.push(b'}');
+}
+
+/// Appends `"<ty>","topic":"T","epoch":E,"seq":S,"ts":TS`: how the JSON body of every named kind (events, books,
+/// trades) starts.
+pub(crate) fn push_event_head(out: &mut Vec<u8>, ty: &str, topic: &str, epoch: u64, seq: u64, ts: i64) {
     let mut ib = itoa::Buffer::new();
     out.push(b'"');
     push_json_str(out, ty);
@@ -248,12 +260,6 @@ pub fn encode_event_json(out: &mut Vec<u8>, topic: &str, epoch: u64, seq: u64, t
     out.extend_from_slice(ib.format(seq).as_bytes());
     out.extend_from_slice(b",\"ts\":");
     out.extend_from_slice(ib.format(ts).as_bytes());
-    let members = object_members(fields);
-    if !members.is_empty() {
-        out.push(b',');
-        out.extend_from_slice(members.as_bytes());
-    }
-    out.push(b'}');
 }
 
 /// Appends an event's binary body: `epoch u64, seq u64, ts i64, topic_len u8, topic, type_len u8, type`, then the

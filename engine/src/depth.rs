@@ -128,17 +128,7 @@ pub fn book_ring(depth: usize) -> RingConfig {
 /// Appends `"<ty>","topic":"T","epoch":E,"seq":S,"ts":TS,"symbol":"SYM"`: the common start of a book or trade
 /// JSON body (the batch writer puts `{"type":` before it).
 fn json_head(out: &mut Vec<u8>, ty: &str, topic: &str, prefix: &str, epoch: u64, seq: u64, ts: i64) {
-    let mut ib = itoa::Buffer::new();
-    out.push(b'"');
-    out.extend_from_slice(ty.as_bytes());
-    out.extend_from_slice(b"\",\"topic\":\"");
-    push_json_str(out, topic);
-    out.extend_from_slice(b"\",\"epoch\":");
-    out.extend_from_slice(ib.format(epoch).as_bytes());
-    out.extend_from_slice(b",\"seq\":");
-    out.extend_from_slice(ib.format(seq).as_bytes());
-    out.extend_from_slice(b",\"ts\":");
-    out.extend_from_slice(ib.format(ts).as_bytes());
+    crate::body::push_event_head(out, ty, topic, epoch, seq, ts);
     out.extend_from_slice(b",\"symbol\":\"");
     push_json_str(out, topic.strip_prefix(prefix).unwrap_or(topic));
     out.push(b'"');

@@ -127,31 +127,20 @@ fn loom_publish_wakes_a_drained_subscriber() {
 /// delivered live; it never falls between the head the subscription read and its registration with the writer.
 #[test]
 fn loom_subscribe_snapshot_races_publish() {
-    loom::model(|| {
-        let engine = engine();
-        let mut writer = engine.create_topic(TOPIC).unwrap();
-        writer.publish_tick(&tick(1), 0).unwrap();
-        let topic = engine.topic(TOPIC).unwrap();
-
-        let publisher = thread::spawn(move || {
-            for p in 2..=3 {
-                writer.publish_tick(&tick(p), 0).unwrap();
-            }
-        });
-        let mut sub = Subscriber::new(engine.clone(), Limits::default());
-        sub.subscribe(topic.clone(), None).unwrap();
-        let mut got = Vec::new();
-        drain_as_woken(&mut sub, &mut got);
-        publisher.join().unwrap();
-        assert_delivered_all(&mut sub, got, topic.head(), None);
-    });
+    subscribe_races_publish(None, None);
 }
 
-/// A resuming subscription (since seq 0: a replay from seq 1, already published) races the publish of seq 2: the replay and the live stream together hold
-/// every message after the resume point, once each.
+/// A resuming subscription (since seq 0: a replay from seq 1, already published) races the publish of seq 2: the
+/// replay and the live stream together hold every message after the resume point, once each.
 #[test]
 fn loom_subscribe_replay_races_publish() {
-    loom::model(|| {
+    subscribe_races_publish(Some(Position { epoch: EPOCH, seq: 0 }), Some(1));
+}
+
+/// Seq 1 is published; then `subscribe(since)` and drains race the publishing of seqs 2 and 3; every message from
+/// `first` (the start the subscription must deliver from, `None` for a snapshot) to the head arrives once, in order.
+fn subscribe_races_publish(since: Option<Position>, first: Option<u64>) {
+    loom::model(move || {
         let engine = engine();
         let mut writer = engine.create_topic(TOPIC).unwrap();
         writer.publish_tick(&tick(1), 0).unwrap();
@@ -163,10 +152,10 @@ fn loom_subscribe_replay_races_publish() {
             }
         });
         let mut sub = Subscriber::new(engine.clone(), Limits::default());
-        sub.subscribe(topic.clone(), Some(Position { epoch: EPOCH, seq: 0 })).unwrap();
+        sub.subscribe(topic.clone(), since).unwrap();
         let mut got = Vec::new();
         drain_as_woken(&mut sub, &mut got);
         publisher.join().unwrap();
-        assert_delivered_all(&mut sub, got, topic.head(), Some(1));
+        assert_delivered_all(&mut sub, got, topic.head(), first);
     });
 }

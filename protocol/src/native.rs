@@ -132,7 +132,7 @@ impl Session {
 
     /// Starts every stream frame with its length as a u32 big-endian (QUIC's framing), in the same buffer.
     pub fn length_prefixed(mut self) -> Session {
-        self.batch = std::mem::replace(&mut self.batch, BatchWriter::new(Encoding::Json)).with_length_prefix();
+        self.batch.set_length_prefix();
         self
     }
 
