@@ -24,6 +24,8 @@ pub enum BodyFormat {
     Json,
     /// The binary body (the record after its header).
     Binary,
+    /// The MessagePack body: the whole event object as one map (see [`crate::msgpack`]).
+    MsgPack,
 }
 
 /// A subscription's mark, opaque to the core: set by the protocol with [`crate::Subscriber::set_tag`], handed to
@@ -38,10 +40,18 @@ pub trait Framing {
     /// The stored body the framing's messages carry.
     fn body(&self) -> BodyFormat;
 
-    /// Writes what precedes a stored body: `n` messages are in the batch already; `snapshot` is
-    /// `Some(recovered)` for a snapshot, `None` for a live event. Returns an offset for
+    /// Writes what precedes a stored body of `body_len` bytes: `n` messages are in the batch already; `snapshot`
+    /// is `Some(recovered)` for a snapshot, `None` for a live event. Returns an offset for
     /// [`Framing::close_stored`] (typically where the message starts).
-    fn open_stored(&mut self, buf: &mut BytesMut, n: usize, kind: Kind, snapshot: Option<bool>, tag: Tag) -> usize;
+    fn open_stored(
+        &mut self,
+        buf: &mut BytesMut,
+        n: usize,
+        kind: Kind,
+        snapshot: Option<bool>,
+        tag: Tag,
+        body_len: usize,
+    ) -> usize;
 
     /// Closes the message opened at `open` once its body is in `buf`; returns the number of messages the batch
     /// gained (1, or more when the framing writes the message more than once).
@@ -121,7 +131,15 @@ impl Framing for Native {
         }
     }
 
-    fn open_stored(&mut self, buf: &mut BytesMut, n: usize, kind: Kind, snapshot: Option<bool>, _tag: Tag) -> usize {
+    fn open_stored(
+        &mut self,
+        buf: &mut BytesMut,
+        n: usize,
+        kind: Kind,
+        snapshot: Option<bool>,
+        _tag: Tag,
+        _body_len: usize,
+    ) -> usize {
         let at = buf.len();
         match self.0 {
             Encoding::Json => {
@@ -198,7 +216,7 @@ pub fn push_gap_json(buf: &mut BytesMut, topic: &str, from: u64, to: u64) {
 /// [`BatchWriter::rollback`] (the ring reader does so when a slot was overwritten while it copied).
 ///
 /// The batch is built in a `BytesMut` and handed to the socket as `Bytes` ([`BatchWriter::take_frame`]) without
-/// another copy; the allocation comes back to the writer for the next batch once the socket is done with it.
+/// another copy; the frame takes the allocation with it and the writer starts the next batch in a new one.
 #[derive(Debug)]
 pub struct BatchWriter<F = Native> {
     framing: F,
@@ -375,8 +393,8 @@ impl<F: Framing> BatchWriter<F> {
 
     /// Opens a stored message; the caller appends its body to [`BatchWriter::buf_mut`] and then calls
     /// [`BatchWriter::close_stored`] with the returned offset.
-    pub(crate) fn open_stored(&mut self, kind: Kind, snapshot: Option<bool>, tag: Tag) -> usize {
-        self.framing.open_stored(&mut self.buf, self.n, kind, snapshot, tag)
+    pub(crate) fn open_stored(&mut self, kind: Kind, snapshot: Option<bool>, tag: Tag, body_len: usize) -> usize {
+        self.framing.open_stored(&mut self.buf, self.n, kind, snapshot, tag, body_len)
     }
 
     pub(crate) fn close_stored(&mut self, open: usize) {
@@ -387,13 +405,20 @@ impl<F: Framing> BatchWriter<F> {
         &mut self.buf
     }
 
-    /// Writes a complete stored message from its bodies (for snapshots built outside a ring, and tests).
+    /// Writes a complete stored message from its bodies (for snapshots built outside a ring, and tests); a
+    /// MessagePack framing gets the body encoded from `json_body` here (not a hot path).
     pub fn push_stored(&mut self, kind: Kind, snapshot: Option<bool>, tag: Tag, json_body: &[u8], bin_body: &[u8]) {
-        let at = self.open_stored(kind, snapshot, tag);
+        let mut msgpack = Vec::new();
         let body = match self.framing.body() {
             BodyFormat::Json => json_body,
             BodyFormat::Binary => bin_body,
+            BodyFormat::MsgPack => {
+                let encoded = crate::msgpack::encode_body(kind, json_body, &mut Vec::new(), &mut msgpack);
+                debug_assert!(encoded.is_ok(), "a JSON body that is not JSON");
+                &msgpack
+            }
         };
+        let at = self.open_stored(kind, snapshot, tag, body.len());
         self.buf.extend_from_slice(body);
         self.close_stored(at);
     }
@@ -412,15 +437,20 @@ impl<F: Framing> BatchWriter<F> {
     }
 
     /// Closes the batch and hands its bytes over without a copy (with the length prefix, when asked for), then
-    /// starts the next batch; `None` when empty. The allocation is reused for a later batch once every handle to
-    /// the returned bytes is dropped (`BytesMut::reserve` takes it back), so a connection writing one batch at a
-    /// time keeps one buffer.
+    /// starts the next batch in a new buffer; `None` when empty. The returned bytes own their allocation, which
+    /// is freed when the transport drops them.
     pub fn take_frame(&mut self) -> Option<Bytes> {
         let len = self.finish()?.len();
         if self.prefix == 4 {
             self.buf[..4].copy_from_slice(&(len as u32).to_be_bytes());
         }
-        let frame = self.buf.split().freeze();
+        // The batch's buffer goes with the frame; the next batch gets a fresh one about the size of this one.
+        // Measured against the alternatives (bench-results/README.md, "Before and after the protocol-core
+        // restructure"): `split()` keeps one shared allocation per connection but pays an atomic refcount on a
+        // cold line per batch and a move of the next batch's start when it reclaims the room, which cost more
+        // than a fresh allocation from the thread-local allocator and its free after the socket write.
+        let next = (2 * self.buf.len()).clamp(256, self.buf.capacity().max(256));
+        let frame = std::mem::replace(&mut self.buf, BytesMut::with_capacity(next)).freeze();
         self.clear();
         Some(frame)
     }

@@ -65,6 +65,10 @@ pub struct TickEncoder {
     json_symbol: Vec<u8>,
     /// `topic_len u8` + topic, the tail of the binary body.
     bin_topic: Vec<u8>,
+    /// MessagePack `"type":"tick","topic":T,"epoch":E,"seq":` (see [`crate::msgpack`]).
+    msgpack_head: Vec<u8>,
+    /// MessagePack `"symbol":S,"price":`.
+    msgpack_symbol: Vec<u8>,
     epoch: u64,
 }
 
@@ -83,7 +87,54 @@ impl TickEncoder {
         let t = &topic.as_bytes()[..topic.len().min(255)];
         let mut bin_topic = vec![t.len() as u8];
         bin_topic.extend_from_slice(t);
-        TickEncoder { json_head, json_symbol, bin_topic, epoch }
+        use crate::msgpack::{put_uint, str_header};
+        let mut msgpack_head = crate::msgpack::TICK_TYPE_MEMBER.to_vec();
+        msgpack_head.extend_from_slice(b"\xa5topic");
+        str_header(topic.len(), &mut msgpack_head);
+        msgpack_head.extend_from_slice(topic.as_bytes());
+        msgpack_head.extend_from_slice(b"\xa5epoch");
+        put_uint(&mut msgpack_head, epoch);
+        msgpack_head.extend_from_slice(b"\xa3seq");
+        let mut msgpack_symbol = b"\xa6symbol".to_vec();
+        str_header(symbol.len(), &mut msgpack_symbol);
+        msgpack_symbol.extend_from_slice(symbol.as_bytes());
+        msgpack_symbol.extend_from_slice(b"\xa5price");
+        TickEncoder { json_head, json_symbol, bin_topic, msgpack_head, msgpack_symbol, epoch }
+    }
+
+    /// Appends the MessagePack body: the whole tick object as one map, the bytes
+    /// [`crate::msgpack::encode_body`] makes of the JSON body (a test checks it), written directly because
+    /// ticks are the most published message.
+    pub fn encode_msgpack(&self, out: &mut Vec<u8>, seq: u64, ts: i64, t: &Tick) {
+        use crate::msgpack::{put_int, put_uint};
+        let optional = [t.bid.is_some(), t.ask.is_some(), t.bid_size.is_some(), t.ask_size.is_some()];
+        let members = 8 + optional.iter().filter(|&&o| o).count() as u32;
+        out.push(0xdf);
+        out.extend_from_slice(&members.to_be_bytes());
+        out.extend_from_slice(&self.msgpack_head);
+        put_uint(out, seq);
+        out.extend_from_slice(b"\xa2ts");
+        put_int(out, ts);
+        out.extend_from_slice(&self.msgpack_symbol);
+        t.price.write_msgpack(out);
+        out.extend_from_slice(b"\xa4size");
+        put_uint(out, t.size);
+        if let Some(p) = t.bid {
+            out.extend_from_slice(b"\xa3bid");
+            p.write_msgpack(out);
+        }
+        if let Some(p) = t.ask {
+            out.extend_from_slice(b"\xa3ask");
+            p.write_msgpack(out);
+        }
+        if let Some(s) = t.bid_size {
+            out.extend_from_slice(b"\xa8bid_size");
+            put_uint(out, s);
+        }
+        if let Some(s) = t.ask_size {
+            out.extend_from_slice(b"\xa8ask_size");
+            put_uint(out, s);
+        }
     }
 
     /// Appends the JSON body (everything after `{"type":"tick",`).

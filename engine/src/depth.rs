@@ -116,12 +116,12 @@ pub struct Trade {
 /// Bytes of one binary book level: `price i64, size u64, orders u32`.
 pub const BIN_LEVEL_LEN: usize = 20;
 
-/// The ring a `book.*` topic of `depth` levels per side needs: slots wide enough for the largest message of
-/// both encodings (a level is at most about 50 bytes of JSON and 20 of binary), and few of them, since a reader
-/// of a conflating topic only ever wants the newest book.
+/// The ring a `book.*` topic of `depth` levels per side needs: slots wide enough for the largest message of the
+/// three stored formats (a level is at most about 52 bytes of JSON, 32 of MessagePack and 20 of binary), and few
+/// of them, since a reader of a conflating topic only ever wants the newest book.
 pub fn book_ring(depth: usize) -> RingConfig {
     let depth = depth.clamp(1, MAX_DEPTH);
-    let bytes = 256 + 2 * depth * (52 + BIN_LEVEL_LEN);
+    let bytes = 384 + 2 * depth * (52 + 32 + BIN_LEVEL_LEN);
     RingConfig { capacity: 256, slot_bytes: bytes.next_multiple_of(64) }
 }
 
@@ -165,6 +165,73 @@ pub fn encode_book_json(
         }
     }
     out.extend_from_slice(b"]}");
+}
+
+/// Appends the MessagePack members a book or trade map starts with: `"type":ty`, `"topic"`, `"epoch"`, `"seq"`,
+/// `"ts"`, `"symbol"` (the map header is the caller's).
+fn msgpack_head(out: &mut Vec<u8>, ty: &str, topic: &str, prefix: &str, epoch: u64, seq: u64, ts: i64) {
+    use crate::msgpack::{put_int, put_uint, str_header};
+    out.extend_from_slice(b"\xa4type");
+    str_header(ty.len(), out);
+    out.extend_from_slice(ty.as_bytes());
+    out.extend_from_slice(b"\xa5topic");
+    str_header(topic.len(), out);
+    out.extend_from_slice(topic.as_bytes());
+    out.extend_from_slice(b"\xa5epoch");
+    put_uint(out, epoch);
+    out.extend_from_slice(b"\xa3seq");
+    put_uint(out, seq);
+    out.extend_from_slice(b"\xa2ts");
+    put_int(out, ts);
+    let symbol = topic.strip_prefix(prefix).unwrap_or(topic);
+    out.extend_from_slice(b"\xa6symbol");
+    str_header(symbol.len(), out);
+    out.extend_from_slice(symbol.as_bytes());
+}
+
+/// Appends a book's MessagePack body: the bytes [`crate::msgpack::encode_body`] makes of its JSON body (a test
+/// checks it), written directly because a book goes with every tick of a replay or the synthetic market.
+pub fn encode_book_msgpack(
+    out: &mut Vec<u8>,
+    topic: &str,
+    epoch: u64,
+    seq: u64,
+    ts: i64,
+    bids: &[BookLevel],
+    asks: &[BookLevel],
+) {
+    use crate::msgpack::{put_int, put_uint};
+    out.push(0xdf);
+    out.extend_from_slice(&8u32.to_be_bytes());
+    msgpack_head(out, "book", topic, BOOK_PREFIX, epoch, seq, ts);
+    for (name, levels) in [(&b"\xa4bids"[..], bids), (&b"\xa4asks"[..], asks)] {
+        out.extend_from_slice(name);
+        out.push(0xdd);
+        out.extend_from_slice(&(levels.len() as u32).to_be_bytes());
+        for l in levels {
+            out.extend_from_slice(&[0xdd, 0, 0, 0, 3]);
+            l.price.write_msgpack(out);
+            put_uint(out, l.size);
+            put_int(out, i64::from(l.orders));
+        }
+    }
+}
+
+/// Appends a trade's MessagePack body (see [`encode_book_msgpack`]).
+pub fn encode_trade_msgpack(out: &mut Vec<u8>, topic: &str, epoch: u64, seq: u64, ts: i64, t: &Trade) {
+    let members: u32 = if t.side.is_some() { 9 } else { 8 };
+    out.push(0xdf);
+    out.extend_from_slice(&members.to_be_bytes());
+    msgpack_head(out, "trade", topic, TRADES_PREFIX, epoch, seq, ts);
+    out.extend_from_slice(b"\xa5price");
+    t.price.write_msgpack(out);
+    out.extend_from_slice(b"\xa4size");
+    crate::msgpack::put_uint(out, t.size);
+    if let Some(side) = t.side {
+        out.extend_from_slice(b"\xa4side");
+        crate::msgpack::str_header(side.name().len(), out);
+        out.extend_from_slice(side.name().as_bytes());
+    }
 }
 
 /// Appends a book's binary body: `epoch u64, seq u64, ts i64, n_bids u16, n_asks u16`, the levels (bids, then

@@ -538,8 +538,8 @@ mod tests {
     fn engine(cap: usize) -> Arc<Engine> {
         Engine::new(EngineConfig {
             epoch: 5,
-            ring: RingConfig { capacity: cap, slot_bytes: 256 },
-            reliable_ring: RingConfig { capacity: cap, slot_bytes: 256 },
+            ring: RingConfig { capacity: cap, slot_bytes: 512 },
+            reliable_ring: RingConfig { capacity: cap, slot_bytes: 512 },
         })
     }
 

@@ -15,6 +15,7 @@ pub mod fanout;
 pub mod hub;
 #[cfg(all(test, loom))]
 mod loom_fanout;
+pub mod msgpack;
 pub mod price;
 pub mod ring;
 mod sync;

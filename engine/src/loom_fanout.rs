@@ -25,7 +25,7 @@ const TOPIC: &str = "ticks.A";
 const EPOCH: u64 = 5;
 
 fn engine() -> Arc<Engine> {
-    let ring = RingConfig { capacity: 4, slot_bytes: 192 };
+    let ring = RingConfig { capacity: 4, slot_bytes: 384 };
     Engine::new(EngineConfig { epoch: EPOCH, ring, reliable_ring: ring })
 }
 

@@ -36,15 +36,15 @@ impl Price {
     }
 
     /// Appends the shortest exact decimal form (`187.23`, `100`, `-0.5`) to `out`.
-    pub fn write_decimal(self, out: &mut Vec<u8>) {
+    pub fn write_decimal(self, out: &mut impl bytes::BufMut) {
         if self.0 < 0 {
-            out.push(b'-');
+            out.put_u8(b'-');
         }
         // u64 arithmetic (no i128): divisions by a constant compile to multiplications.
         let abs = self.0.unsigned_abs();
         let whole = abs / PRICE_SCALE as u64;
         let frac = abs % PRICE_SCALE as u64;
-        out.extend_from_slice(itoa::Buffer::new().format(whole).as_bytes());
+        out.put_slice(itoa::Buffer::new().format(whole).as_bytes());
         if frac != 0 {
             // 1_000_000_000 + frac prints as "1" followed by exactly nine digits: the fraction, zero-padded.
             let mut ib = itoa::Buffer::new();
@@ -53,9 +53,27 @@ impl Price {
             while let [rest @ .., b'0'] = digits {
                 digits = rest;
             }
-            out.push(b'.');
-            out.extend_from_slice(digits);
+            out.put_u8(b'.');
+            out.put_slice(digits);
         }
+    }
+}
+
+impl Price {
+    /// Appends the price as MessagePack the way [`crate::msgpack`] transcodes its JSON decimal: an integer when it
+    /// has no fraction, else the float64 the decimal text parses to.
+    pub fn write_msgpack(self, out: &mut Vec<u8>) {
+        if self.0 % PRICE_SCALE == 0 {
+            crate::msgpack::put_int(out, self.0 / PRICE_SCALE);
+            return;
+        }
+        let mut text = [0u8; 32];
+        let mut w = &mut text[..];
+        self.write_decimal(&mut w);
+        let n = 32 - w.len();
+        let f: f64 = std::str::from_utf8(&text[..n]).ok().and_then(|t| t.parse().ok()).unwrap_or(f64::NAN);
+        out.push(0xcb);
+        out.extend_from_slice(&f.to_be_bytes());
     }
 }
 

@@ -2,8 +2,8 @@
 //!
 //! Each slot is a small seqlock made only of atomics, so reads and writes need no `unsafe` (the memory itself comes
 //! from `zeroed.rs`, lazily zeroed): the slot's first word holds the seq of the message in it (or [`BUSY`] while
-//! the writer rewrites it); the rest hold the publish time, the body lengths and the encoded bodies (JSON, then
-//! binary) packed into `u64` words. A reader copies the words it
+//! the writer rewrites it); the rest hold the publish time, the body lengths and the encoded bodies (JSON, binary,
+//! then MessagePack) packed into `u64` words. A reader copies the words it
 //! needs straight into its connection's batch and then checks that the slot's seq did not move; if it did, the
 //! copy is rolled back and the reader learns it was lapped.
 //!
@@ -17,7 +17,7 @@
 //!
 //! ```
 //! use marquee_engine::{Engine, EngineConfig, RingConfig, Tick, Price};
-//! let engine = Engine::new(EngineConfig { ring: RingConfig { capacity: 4, slot_bytes: 256 }, ..Default::default() });
+//! let engine = Engine::new(EngineConfig { ring: RingConfig { capacity: 4, slot_bytes: 512 }, ..Default::default() });
 //! let mut w = engine.create_topic("ticks.AAPL").unwrap();
 //! for i in 1..=6 {
 //!     w.publish_tick(&Tick { price: Price(i), size: 1, ..Default::default() }, 0);
@@ -35,31 +35,31 @@ use crossbeam_utils::CachePadded;
 
 /// Marks a slot the writer is rewriting.
 const BUSY: u64 = u64::MAX;
-/// Words before the data in each slot: seq, ts, lengths.
-const HEADER_WORDS: usize = 3;
+/// Words before the data in each slot: seq, ts, JSON and binary lengths with the kind, MessagePack length.
+const HEADER_WORDS: usize = 4;
 
 /// Size of a topic's ring.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RingConfig {
     /// Slots; a power of two.
     pub capacity: usize,
-    /// Room per slot for one message's JSON and binary bodies together.
+    /// Room per slot for one message's JSON, binary and MessagePack bodies together.
     pub slot_bytes: usize,
 }
 
 impl RingConfig {
-    /// The default for reliable topics (`lots.*`, `users.*`): 256 slots of 1 KiB (about 270 KiB per topic).
+    /// The default for reliable topics (`lots.*`, `users.*`): 256 slots of 1.5 KiB (about 400 KiB per topic).
     /// Events carry JSON fields, so slots are wider than a tick's; there is one such topic per user and per
     /// lot, and each sees far fewer messages than a tick topic, so there are fewer of them.
-    pub const RELIABLE: RingConfig = RingConfig { capacity: 256, slot_bytes: 1024 };
-    /// The default for private topics (`users.<name>`, one per user): 64 slots of 1 KiB (about 68 KiB). A user
+    pub const RELIABLE: RingConfig = RingConfig { capacity: 256, slot_bytes: 1536 };
+    /// The default for private topics (`users.<name>`, one per user): 64 slots of 1.5 KiB (about 100 KiB). A user
     /// hears a few events per bid, so 64 is far more than a connected client ever has pending.
-    pub const PRIVATE: RingConfig = RingConfig { capacity: 64, slot_bytes: 1024 };
+    pub const PRIVATE: RingConfig = RingConfig { capacity: 64, slot_bytes: 1536 };
 }
 
 impl Default for RingConfig {
     fn default() -> RingConfig {
-        RingConfig { capacity: 4096, slot_bytes: 384 }
+        RingConfig { capacity: 4096, slot_bytes: 512 }
     }
 }
 
@@ -124,8 +124,9 @@ impl Ring {
     }
 
     /// Stores message `seq`. Only the topic's single writer calls this, with `seq` greater than every seq
-    /// written before; the caller checked that the bodies fit (`json.len() + bin.len()` words <= slot).
-    pub(crate) fn write(&self, seq: u64, ts: i64, kind: Kind, json: &[u8], bin: &[u8]) {
+    /// written before; the caller checked that the bodies fit ([`fits`]).
+    pub(crate) fn write(&self, seq: u64, ts: i64, kind: Kind, bodies: Bodies<'_>) {
+        let Bodies { json, bin, msgpack } = bodies;
         debug_assert!(seq != 0 && seq != BUSY);
         let slot = self.slot(seq);
         // Relaxed + the Release fence below: any reader that observes one of the data words stored after the
@@ -135,9 +136,12 @@ impl Ring {
         slot[1].store(ts as u64, Ordering::Relaxed);
         let lens = json.len() as u64 | (bin.len() as u64) << 24 | (kind as u64) << 48;
         slot[2].store(lens, Ordering::Relaxed);
-        let json_words = json.len().div_ceil(8);
-        pack(&slot[HEADER_WORDS..HEADER_WORDS + json_words], json);
-        pack(&slot[HEADER_WORDS + json_words..], bin);
+        slot[3].store(msgpack.len() as u64, Ordering::Relaxed);
+        let json_end = HEADER_WORDS + json.len().div_ceil(8);
+        let bin_end = json_end + bin.len().div_ceil(8);
+        pack(&slot[HEADER_WORDS..json_end], json);
+        pack(&slot[json_end..bin_end], bin);
+        pack(&slot[bin_end..], msgpack);
         // Release: publishes the data words together with the seq that validates them.
         slot[0].store(seq, Ordering::Release);
         self.head.store(seq, Ordering::Release);
@@ -166,13 +170,17 @@ impl Ring {
         let (start, len) = match batch.framing().body() {
             BodyFormat::Json => (HEADER_WORDS, json_len),
             BodyFormat::Binary => (HEADER_WORDS + json_len.div_ceil(8), bin_len),
+            BodyFormat::MsgPack => {
+                let msgpack_len = slot[3].load(Ordering::Relaxed) as usize & 0xff_ffff;
+                (HEADER_WORDS + json_len.div_ceil(8) + bin_len.div_ceil(8), msgpack_len)
+            }
         };
         let mark = batch.mark();
         let words = len.div_ceil(8);
         // A torn read can show garbage lengths; clamp so the copy stays inside the slot. The seq check below
         // then throws the copy away.
         let end = (start + words).min(slot.len());
-        let at = batch.open_stored(kind, snapshot, tag);
+        let at = batch.open_stored(kind, snapshot, tag, len);
         let buf = batch.buf_mut();
         let body_start = buf.len();
         // One resize, then plain stores: far cheaper than an `extend` (capacity check) per word.
@@ -216,9 +224,21 @@ fn pack(dst: &[AtomicU64], bytes: &[u8]) {
     }
 }
 
-/// Words needed to store bodies of these lengths.
-pub(crate) fn fits(slot_bytes: usize, json: usize, bin: usize) -> bool {
-    json.div_ceil(8) + bin.div_ceil(8) <= slot_bytes.div_ceil(8) + 1 && json < 1 << 24 && bin < 1 << 24
+/// A message's bodies, one per stored format (see [`crate::body`] and [`crate::msgpack`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Bodies<'a> {
+    pub(crate) json: &'a [u8],
+    pub(crate) bin: &'a [u8],
+    pub(crate) msgpack: &'a [u8],
+}
+
+impl Bodies<'_> {
+    /// True when the bodies fit a slot of `slot_bytes` (each rounded up to whole words; the slot has one word
+    /// of slack for that rounding).
+    pub(crate) fn fit(&self, slot_bytes: usize) -> bool {
+        let words = self.json.len().div_ceil(8) + self.bin.len().div_ceil(8) + self.msgpack.len().div_ceil(8);
+        words <= slot_bytes.div_ceil(8) + 1 && [self.json, self.bin, self.msgpack].iter().all(|b| b.len() < 1 << 24)
+    }
 }
 
 #[cfg(all(test, not(loom)))]
@@ -243,13 +263,40 @@ mod tests {
     fn ring_reads_back_what_was_written() {
         let ring = Ring::new(RingConfig { capacity: 4, slot_bytes: 64 });
         assert_eq!(read_json(&ring, 1), Err(ReadOutcome::Missing));
-        ring.write(1, 11, Kind::Tick, &body(1), b"\x01\x02\x03");
+        ring.write(1, 11, Kind::Tick, Bodies { json: &body(1), bin: b"\x01\x02\x03", msgpack: b"\x80" });
         assert_eq!(ring.head(), 1);
         assert_eq!(read_json(&ring, 1).unwrap(), "[{\"type\":\"tick\",\"n\":1}]");
         let mut b = BatchWriter::new(Encoding::Binary);
         assert_eq!(ring.read_into(1, None, 0, &mut b), ReadOutcome::Copied);
         assert_eq!(b.finish().unwrap(), &[7, 0, 0, 0, 1, 1, 0, 0, 1, 2, 3]);
+        let mut b = BatchWriter::with_framing(BareMsgPack);
+        assert_eq!(ring.read_into(1, None, 0, &mut b), ReadOutcome::Copied);
+        assert_eq!(b.finish().unwrap(), b"\x80");
         assert_eq!(ring.ts_of(1), Some(11));
+    }
+
+    /// A framing that copies the MessagePack body and nothing else.
+    struct BareMsgPack;
+
+    impl Framing for BareMsgPack {
+        fn body(&self) -> BodyFormat {
+            BodyFormat::MsgPack
+        }
+        fn open_stored(
+            &mut self,
+            buf: &mut bytes::BytesMut,
+            _: usize,
+            _: Kind,
+            _: Option<bool>,
+            _: Tag,
+            _: usize,
+        ) -> usize {
+            buf.len()
+        }
+        fn close_stored(&mut self, _: &mut bytes::BytesMut, _: usize) -> usize {
+            1
+        }
+        fn push_gap(&mut self, _: &mut bytes::BytesMut, _: usize, _: &str, _: u64, _: u64) {}
     }
 
     #[derive(Debug, Clone)]
@@ -275,7 +322,7 @@ mod tests {
                     Op::Publish(n) => {
                         let seq = model.len() as u64 + 1;
                         let json = vec![b'a' + n % 26; n as usize];
-                        ring.write(seq, seq as i64, Kind::Tick, &json, &[]);
+                        ring.write(seq, seq as i64, Kind::Tick, Bodies { json: &json, bin: &[], msgpack: &[] });
                         model.push(json);
                     }
                     Op::Read(r) => {
@@ -312,9 +359,11 @@ mod loom_tests {
     fn loom_ring_read_never_torn() {
         loom::model(|| {
             let ring = Arc::new(Ring::new(RingConfig { capacity: 1, slot_bytes: 16 }));
-            ring.write(1, 1, Kind::Tick, b"aaaaaaaaaaaaaaa}", &[]);
+            ring.write(1, 1, Kind::Tick, Bodies { json: b"aaaaaaaaaaaaaaa}", bin: &[], msgpack: &[] });
             let w = ring.clone();
-            let writer = thread::spawn(move || w.write(2, 2, Kind::Tick, b"bbbbbbbbbbbbbbb}", &[]));
+            let writer = thread::spawn(move || {
+                w.write(2, 2, Kind::Tick, Bodies { json: b"bbbbbbbbbbbbbbb}", bin: &[], msgpack: &[] })
+            });
             let mut b = BatchWriter::new(Encoding::Json);
             match ring.read_into(1, None, 0, &mut b) {
                 ReadOutcome::Copied => {

@@ -6,7 +6,7 @@
 
 use crate::body::{EventFieldsError, Kind, TickEncoder, check_event_fields, valid_event_type};
 use crate::fanout::Signal;
-use crate::ring::{Ring, RingConfig, fits};
+use crate::ring::{Bodies, Ring, RingConfig};
 use crate::sync::{Arc, AtomicU64, Mutex, Ordering, fence};
 use crate::{Metrics, Tick};
 use std::collections::HashMap;
@@ -222,6 +222,8 @@ impl Engine {
             encoder: TickEncoder::new(name, epoch),
             json: Vec::with_capacity(256),
             bin: Vec::with_capacity(128),
+            msgpack: Vec::with_capacity(256),
+            scratch: Vec::with_capacity(256),
         })
     }
 
@@ -377,6 +379,9 @@ pub struct TopicWriter {
     encoder: TickEncoder,
     json: Vec<u8>,
     bin: Vec<u8>,
+    msgpack: Vec<u8>,
+    /// The JSON object the MessagePack body is transcoded from.
+    scratch: Vec<u8>,
 }
 
 impl fmt::Debug for TopicWriter {
@@ -416,12 +421,9 @@ impl TopicWriter {
         self.bin.clear();
         self.encoder.encode_json(&mut self.json, pos.seq, ts, tick);
         self.encoder.encode_bin(&mut self.bin, pos.seq, ts, tick);
-        if !fits(self.topic.ring.slot_bytes(), self.json.len(), self.bin.len()) {
-            return Err(PublishError::TooLarge);
-        }
-        self.topic.ring.write(pos.seq, ts, Kind::Tick, &self.json, &self.bin);
-        self.notify();
-        Ok(())
+        self.msgpack.clear();
+        self.encoder.encode_msgpack(&mut self.msgpack, pos.seq, ts, tick);
+        self.store(pos, ts, Kind::Tick)
     }
 
     /// Publishes a named event with the next seq: `ty` is its type (`bid_result`, `order_completed`; see
@@ -449,11 +451,7 @@ impl TopicWriter {
         self.bin.clear();
         crate::body::encode_event_json(&mut self.json, name, pos.epoch, pos.seq, ts, ty, fields);
         crate::body::encode_event_bin(&mut self.bin, name, pos.epoch, pos.seq, ts, ty, fields);
-        if !fits(self.topic.ring.slot_bytes(), self.json.len(), self.bin.len()) {
-            return Err(PublishError::TooLarge);
-        }
-        self.topic.ring.write(pos.seq, ts, Kind::Event, &self.json, &self.bin);
-        self.notify();
+        self.write_encoded(pos, ts, Kind::Event)?;
         Ok(pos)
     }
 
@@ -472,7 +470,9 @@ impl TopicWriter {
         let name = &self.topic.name;
         crate::depth::encode_book_json(&mut self.json, name, pos.epoch, pos.seq, ts, bids, asks);
         crate::depth::encode_book_bin(&mut self.bin, name, pos.epoch, pos.seq, ts, bids, asks);
-        self.write_encoded(pos, ts, Kind::Book)?;
+        self.msgpack.clear();
+        crate::depth::encode_book_msgpack(&mut self.msgpack, name, pos.epoch, pos.seq, ts, bids, asks);
+        self.store(pos, ts, Kind::Book)?;
         Ok(pos)
     }
 
@@ -484,16 +484,29 @@ impl TopicWriter {
         let name = &self.topic.name;
         crate::depth::encode_trade_json(&mut self.json, name, pos.epoch, pos.seq, ts, trade);
         crate::depth::encode_trade_bin(&mut self.bin, name, pos.epoch, pos.seq, ts, trade);
-        self.write_encoded(pos, ts, Kind::Trade)?;
+        self.msgpack.clear();
+        crate::depth::encode_trade_msgpack(&mut self.msgpack, name, pos.epoch, pos.seq, ts, trade);
+        self.store(pos, ts, Kind::Trade)?;
         Ok(pos)
     }
 
-    /// Stores the bodies encoded in the scratch buffers at `pos` and wakes the subscribers.
+    /// Encodes the MessagePack body from the JSON one, stores the bodies encoded in the scratch buffers at `pos`
+    /// and wakes the subscribers.
     fn write_encoded(&mut self, pos: Position, ts: i64, kind: Kind) -> Result<(), PublishError> {
-        if !fits(self.topic.ring.slot_bytes(), self.json.len(), self.bin.len()) {
+        self.msgpack.clear();
+        // Only invalid JSON fails, and event fields were checked before they got here.
+        crate::msgpack::encode_body(kind, &self.json, &mut self.scratch, &mut self.msgpack)
+            .map_err(|_| PublishError::InvalidFields(crate::body::EventFieldsError::NotAnObject))?;
+        self.store(pos, ts, kind)
+    }
+
+    /// Stores the three bodies in the scratch buffers at `pos` and wakes the subscribers.
+    fn store(&mut self, pos: Position, ts: i64, kind: Kind) -> Result<(), PublishError> {
+        let bodies = Bodies { json: &self.json, bin: &self.bin, msgpack: &self.msgpack };
+        if !bodies.fit(self.topic.ring.slot_bytes()) {
             return Err(PublishError::TooLarge);
         }
-        self.topic.ring.write(pos.seq, ts, kind, &self.json, &self.bin);
+        self.topic.ring.write(pos.seq, ts, kind, bodies);
         self.notify();
         Ok(())
     }

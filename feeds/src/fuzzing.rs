@@ -26,8 +26,8 @@ impl Read for Chunked<'_> {
 }
 
 fn small_engine() -> std::sync::Arc<Engine> {
-    let ring = RingConfig { capacity: 8, slot_bytes: 384 };
-    Engine::new(EngineConfig { ring, reliable_ring: RingConfig { capacity: 8, slot_bytes: 1024 }, epoch: 1 })
+    let ring = RingConfig { capacity: 8, slot_bytes: 512 };
+    Engine::new(EngineConfig { ring, reliable_ring: RingConfig { capacity: 8, slot_bytes: 1536 }, epoch: 1 })
 }
 
 /// ITCH: the first byte picks the read chunk size (1 to 256), the rest is the file.

@@ -525,7 +525,7 @@ fn mbo_file(zstd: bool) -> (PathBuf, Vec<u8>) {
 fn replay_bytes(name: &str, bytes: &[u8]) -> Result<MdSummary, DbnError> {
     let path = tmp(name);
     std::fs::write(&path, bytes).unwrap();
-    let ring = RingConfig { capacity: 16, slot_bytes: 256 };
+    let ring = RingConfig { capacity: 16, slot_bytes: 512 };
     let e = Engine::new(EngineConfig { epoch: 1, ring, ..Default::default() });
     let r = DbnReplay::prepare(&e, MdOptions { depth: 1, ..opts(&path) }).and_then(|r| r.run(&AtomicBool::new(false)));
     std::fs::remove_file(path).unwrap();

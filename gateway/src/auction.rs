@@ -309,8 +309,8 @@ pub fn publish_events(s: &AppState, events: Vec<PublishEvent>) -> Result<serde_j
             Some(d) => format!("{{\"data\":{}}}", d.get()),
             None => "{}".to_owned(),
         };
-        // Both encodings hold the fields: keep well inside one ring slot.
-        if 2 * (fields.len() + e.topic.len() + e.ty.len()) + 128 > slot {
+        // The three stored bodies (JSON, binary, MessagePack) hold the fields: keep well inside one ring slot.
+        if 3 * (fields.len() + e.topic.len() + e.ty.len()) + 192 > slot {
             let msg = format!("event {i}: too large for a {slot}-byte ring slot");
             return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "event_too_large", msg));
         }

@@ -178,7 +178,7 @@ pub trait Connection {
     /// Drains the subscriptions into the pending batch and returns the frame to send, if any: the batch's own
     /// bytes, handed over without a copy (see [`marquee_engine::BatchWriter::take_frame`]).
     fn poll_transmit(&mut self) -> Option<Bytes>;
-    /// The frame from [`Connection::poll_transmit`] was written: count it and reuse the buffer.
+    /// The frame from [`Connection::poll_transmit`] was written: count it.
     fn sent(&mut self);
     /// Set once the connection must be closed; send what [`Connection::poll_transmit`] still returns first.
     fn poll_close(&self) -> Option<&CloseReason>;

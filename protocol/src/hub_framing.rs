@@ -1,12 +1,15 @@
 //! How SignalR frames the engine's messages: every message is a hub message (an Invocation of target `tick`, `gap`,
 //! `lotUpdate`..., or a StreamItem of a server-to-client stream) ending with the record separator `0x1E`; the
 //! argument is the same object the native JSON encoding sends, copied from the same stored body. After a
-//! MessagePack handshake ([`HubFraming::set_msgpack`]) each hub message is transcoded into the VarInt-framed
-//! MessagePack form (see [`crate::msgpack`]). See `docs/SIGNALR.md`.
+//! MessagePack handshake ([`HubFraming::set_msgpack`]) the hub messages are VarInt-framed MessagePack arrays whose
+//! argument is the stored MessagePack body ([`marquee_engine::msgpack`]), encoded once at publish like the JSON
+//! one; only the few messages Marquee writes itself (gaps, answers) are transcoded from their JSON form (see
+//! [`crate::msgpack`]). See `docs/SIGNALR.md`.
 
 use bytes::{BufMut, BytesMut};
 use marquee_engine::batch::{BodyFormat, Framing, Tag, json_opening, push_gap_json};
 use marquee_engine::body::push_json_str;
+use marquee_engine::msgpack::{MAP_HEADER_LEN, TICK_TYPE_MEMBER, map_len, type_name};
 use marquee_engine::{BatchWriter, Kind};
 use std::sync::Arc;
 
@@ -34,6 +37,18 @@ enum HubClose {
     Item { item_at: usize, also_invocation: bool },
 }
 
+/// How an open MessagePack hub message is closed once its stored map is in the buffer.
+#[derive(Clone, Copy, Debug)]
+enum MsgPackClose {
+    /// The Invocation's length and head were written up front: only the empty stream-ids array is missing.
+    Invocation,
+    /// The StreamItem is complete; when the bool is set, an Invocation of the same argument follows.
+    Item { arg_at: usize, also_invocation: bool },
+    /// Nothing is written before the stored map at `body_at` (snapshots, and named events whose target is in the
+    /// body): the whole message is built around it at close. Not the live-tick path.
+    Later { body_at: usize, kind: Kind, snapshot: Option<bool>, tag: Tag },
+}
+
 /// The SignalR framing of a connection's batches.
 #[derive(Debug)]
 pub struct HubFraming {
@@ -42,6 +57,7 @@ pub struct HubFraming {
     /// Streams by tag (tag `i + 1` is `streams[i]`).
     streams: Vec<Option<HubStream>>,
     open: HubClose,
+    msgpack_open: MsgPackClose,
     /// Reused buffers of the transcoding.
     scratch: Vec<u8>,
     scratch_one: Vec<u8>,
@@ -53,6 +69,7 @@ impl Default for HubFraming {
             msgpack: false,
             streams: Vec::new(),
             open: HubClose::Arguments,
+            msgpack_open: MsgPackClose::Invocation,
             scratch: Vec::new(),
             scratch_one: Vec::new(),
         }
@@ -98,6 +115,136 @@ impl HubFraming {
         if let Some(slot) = (tag as usize).checked_sub(1).and_then(|i| self.streams.get_mut(i)) {
             *slot = None;
         }
+    }
+
+    /// Opens a MessagePack hub message for a stored map of `body_len` bytes. On the live path (a tick, book or
+    /// trade as an Invocation or a stream item) the length prefix and the head are written here, so the stored
+    /// map is copied once into its final place; see [`MsgPackClose`] for the rest.
+    fn open_msgpack(
+        &mut self,
+        buf: &mut BytesMut,
+        kind: Kind,
+        snapshot: Option<bool>,
+        tag: Tag,
+        body_len: usize,
+    ) -> usize {
+        let at = buf.len();
+        let stream = if kind == Kind::Tick && tag != 0 { self.stream(tag) } else { None };
+        if snapshot.is_some() || kind == Kind::Event {
+            self.msgpack_open = MsgPackClose::Later { body_at: at, kind, snapshot, tag };
+            return at;
+        }
+        match stream {
+            Some(stream) => {
+                let id = stream.id.as_bytes();
+                let mut head = Head::new();
+                head.put(&[0x94, 0x02, 0x80]);
+                head.put_str(id);
+                crate::msgpack::put_varint(buf, head.len() + body_len);
+                buf.extend_from_slice(head.bytes());
+                self.msgpack_open = MsgPackClose::Item { arg_at: buf.len(), also_invocation: stream.also_invocation };
+            }
+            None => {
+                let head = invocation_head(kind.name().as_bytes());
+                crate::msgpack::put_varint(buf, head.len() + body_len + 1);
+                buf.extend_from_slice(head.bytes());
+                self.msgpack_open = MsgPackClose::Invocation;
+            }
+        }
+        at
+    }
+
+    /// Closes the MessagePack hub message opened by [`HubFraming::open_msgpack`]; returns the messages written.
+    fn close_msgpack(&mut self, buf: &mut BytesMut) -> usize {
+        match self.msgpack_open {
+            MsgPackClose::Invocation => {
+                buf.put_u8(0x90);
+                1
+            }
+            MsgPackClose::Item { also_invocation: false, .. } => 1,
+            MsgPackClose::Item { arg_at, also_invocation: true } => {
+                // The same event object again, as an Invocation for the connection's `Subscribe` of the topic.
+                let end = buf.len();
+                let head = invocation_head(b"tick");
+                crate::msgpack::put_varint(buf, head.len() + (end - arg_at) + 1);
+                buf.extend_from_slice(head.bytes());
+                let at = buf.len();
+                buf.resize(at + end - arg_at, 0);
+                buf.copy_within(arg_at..end, at);
+                buf.put_u8(0x90);
+                2
+            }
+            MsgPackClose::Later { body_at, kind, snapshot, tag } => {
+                // Snapshots and named events (one per subscribe, or a topic's rare events): the message is built
+                // in the scratch buffer around the stored map, then put in place of it.
+                let mut out = std::mem::take(&mut self.scratch);
+                out.clear();
+                let n = self.build_msgpack(&buf[body_at..], kind, snapshot, tag, &mut out);
+                buf.truncate(body_at);
+                buf.extend_from_slice(&out);
+                self.scratch = out;
+                n
+            }
+        }
+    }
+
+    /// Writes the hub message(s) for the stored `map` into `out`, each with its length prefix; returns how many.
+    fn build_msgpack(&mut self, map: &[u8], kind: Kind, snapshot: Option<bool>, tag: Tag, out: &mut Vec<u8>) -> usize {
+        let mut arg = std::mem::take(&mut self.scratch_one);
+        arg.clear();
+        match snapshot {
+            None => arg.extend_from_slice(map),
+            Some(recovered) => {
+                // The members of the JSON snapshot, in its order: `type`, `recovered`, then for a named kind
+                // `event` with the type name, for a tick nothing; then the stored members after the stored
+                // `"type"` member.
+                let after_header = map.get(MAP_HEADER_LEN..).unwrap_or_default();
+                let (extra, rest) = match after_header.strip_prefix(TICK_TYPE_MEMBER) {
+                    Some(rest) if !kind.is_named() => (1, rest),
+                    _ => (2, after_header.strip_prefix(b"\xa4type").unwrap_or_default()),
+                };
+                arg.push(0xdf);
+                arg.extend_from_slice(&(map_len(map) + extra).to_be_bytes());
+                arg.extend_from_slice(b"\xa4type\xa8snapshot\xa9recovered");
+                arg.push(if recovered { 0xc3 } else { 0xc2 });
+                if extra == 2 {
+                    arg.extend_from_slice(b"\xa5event");
+                }
+                arg.extend_from_slice(rest);
+            }
+        }
+        let stream = if kind == Kind::Tick && tag != 0 { self.stream(tag) } else { None };
+        let n = match stream {
+            Some(stream) => {
+                let mut head = Head::new();
+                head.put(&[0x94, 0x02, 0x80]);
+                head.put_str(stream.id.as_bytes());
+                crate::msgpack::put_varint(out, head.len() + arg.len());
+                out.extend_from_slice(head.bytes());
+                out.extend_from_slice(&arg);
+                if stream.also_invocation {
+                    push_invocation(out, b"tick", &arg);
+                    2
+                } else {
+                    1
+                }
+            }
+            None => {
+                let mut target = [0u8; 64];
+                let name: &[u8] = match kind {
+                    Kind::Event => type_name(map).unwrap_or_default(),
+                    _ => kind.name().as_bytes(),
+                };
+                let mut t = &mut target[..];
+                let before = t.len();
+                push_hub_target(&mut t, &name[..name.len().min(64)]);
+                let len = before - t.len();
+                push_invocation(out, &target[..len], &arg);
+                1
+            }
+        };
+        self.scratch_one = arg;
+        n
     }
 
     /// Closes the hub message open since `open` (still JSON).
@@ -149,10 +296,21 @@ impl HubFraming {
 
 impl Framing for HubFraming {
     fn body(&self) -> BodyFormat {
-        BodyFormat::Json
+        if self.msgpack { BodyFormat::MsgPack } else { BodyFormat::Json }
     }
 
-    fn open_stored(&mut self, buf: &mut BytesMut, _n: usize, kind: Kind, snapshot: Option<bool>, tag: Tag) -> usize {
+    fn open_stored(
+        &mut self,
+        buf: &mut BytesMut,
+        _n: usize,
+        kind: Kind,
+        snapshot: Option<bool>,
+        tag: Tag,
+        body_len: usize,
+    ) -> usize {
+        if self.msgpack {
+            return self.open_msgpack(buf, kind, snapshot, tag, body_len);
+        }
         let at = buf.len();
         // Streams carry ticks (`StreamTicks`); anything else on the topic goes as an Invocation.
         let stream = if kind == Kind::Tick && tag != 0 { self.stream(tag) } else { None };
@@ -175,8 +333,10 @@ impl Framing for HubFraming {
         at
     }
 
-    fn close_stored(&mut self, buf: &mut BytesMut, open: usize) -> usize {
-        // Still JSON here: the Invocation copy below is made from the item's JSON; both are transcoded after.
+    fn close_stored(&mut self, buf: &mut BytesMut, _open: usize) -> usize {
+        if self.msgpack {
+            return self.close_msgpack(buf);
+        }
         self.close_json(buf);
         let mut n = 1;
         if let HubClose::Item { item_at, also_invocation: true } = self.open {
@@ -188,9 +348,6 @@ impl Framing for HubFraming {
             buf.copy_within(item_at..end, at);
             buf.extend_from_slice(b"]}\x1e");
             n += 1;
-        }
-        if self.msgpack {
-            self.transcode_to_msgpack(buf, open);
         }
         n
     }
@@ -235,6 +392,68 @@ pub fn push_hub_target(out: &mut impl BufMut, type_name: &[u8]) {
     }
 }
 
+/// A MessagePack hub message head, built on the stack: at most a fixed array header, a stream id's or a target's
+/// str and an arguments header.
+struct Head {
+    bytes: [u8; 96],
+    len: usize,
+    /// Heads that do not fit (stream ids over 80 bytes) spill here.
+    spill: Vec<u8>,
+}
+
+impl Head {
+    fn new() -> Head {
+        Head { bytes: [0; 96], len: 0, spill: Vec::new() }
+    }
+
+    fn put(&mut self, b: &[u8]) {
+        if self.spill.is_empty() && self.len + b.len() <= self.bytes.len() {
+            self.bytes[self.len..self.len + b.len()].copy_from_slice(b);
+            self.len += b.len();
+        } else {
+            if self.spill.is_empty() {
+                self.spill.extend_from_slice(&self.bytes[..self.len]);
+            }
+            self.spill.extend_from_slice(b);
+        }
+    }
+
+    fn put_str(&mut self, s: &[u8]) {
+        let mut h = [0u8; 5];
+        let mut w = &mut h[..];
+        marquee_engine::msgpack::str_header(s.len(), &mut w);
+        let n = 5 - w.len();
+        self.put(&h[..n]);
+        self.put(s);
+    }
+
+    fn len(&self) -> usize {
+        if self.spill.is_empty() { self.len } else { self.spill.len() }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        if self.spill.is_empty() { &self.bytes[..self.len] } else { &self.spill }
+    }
+}
+
+/// `[1, {}, nil, target, [` : an Invocation up to its one argument (the `0x90` of no stream ids follows it).
+fn invocation_head(target: &[u8]) -> Head {
+    let mut head = Head::new();
+    head.put(&[0x96, 0x01, 0x80, 0xc0]);
+    head.put_str(target);
+    head.put(&[0xdd, 0, 0, 0, 1]);
+    head
+}
+
+/// Appends a length-prefixed Invocation of `target` with the one argument `arg`.
+fn push_invocation(out: &mut Vec<u8>, target: &[u8], arg: &[u8]) {
+    let head = invocation_head(target);
+    crate::msgpack::put_varint(out, head.len() + arg.len() + 1);
+    out.extend_from_slice(head.bytes());
+    out.extend_from_slice(arg);
+    out.push(0x90);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,6 +490,144 @@ mod tests {
         assert_eq!(msg[3], "book");
         assert_eq!(msg[4][0]["bids"], serde_json::json!([[187.22, 300, 2], [187.21, 5, 1]]));
         assert_eq!(msg[4][0]["asks"], serde_json::json!([[187.24, 7, 1]]));
+    }
+
+    /// The frame of one stored message (`n` framed messages) written as MessagePack from the stored MessagePack
+    /// body, and as JSON then transcoded message by message (how every MessagePack hub message was written
+    /// before bodies were encoded once at publish).
+    fn both_ways(
+        framing: &HubFraming,
+        kind: Kind,
+        snapshot: Option<bool>,
+        tag: Tag,
+        json: &[u8],
+    ) -> (Vec<u8>, Vec<u8>) {
+        let mut direct =
+            BatchWriter::with_framing(HubFraming { streams: framing.streams.clone(), ..Default::default() });
+        direct.framing_mut().set_msgpack(true);
+        direct.push_stored(kind, snapshot, tag, json, &[]);
+        let mut old = BatchWriter::with_framing(HubFraming { streams: framing.streams.clone(), ..Default::default() });
+        old.push_stored(kind, snapshot, tag, json, &[]);
+        let mut buf = BytesMut::from(old.finish().unwrap());
+        let mut f = HubFraming::default();
+        f.transcode_to_msgpack(&mut buf, 0);
+        (direct.finish().unwrap().to_vec(), buf.to_vec())
+    }
+
+    #[test]
+    fn hub_framing_messagepack_from_stored_bodies_is_byte_for_byte_the_transcoded_json() {
+        use marquee_engine::body::{TickEncoder, encode_event_json};
+        use marquee_engine::depth::encode_trade_json;
+        use marquee_engine::{Side, Tick, Trade};
+        let mut bodies: Vec<(Kind, Vec<u8>)> = Vec::new();
+        let enc = TickEncoder::new("ticks.AAPL", 1_700_000_000);
+        for t in [
+            Tick { price: Price::from_cents(18725), size: 100, ..Default::default() },
+            Tick {
+                price: Price::from_cents(-5),
+                size: u64::MAX,
+                bid: Some(Price::from_cents(1)),
+                ask: Some(Price::from_cents(922_337_203_685)),
+                bid_size: Some(0),
+                ask_size: Some(127),
+            },
+        ] {
+            let mut j = Vec::new();
+            enc.encode_json(&mut j, 42, -1, &t);
+            bodies.push((Kind::Tick, j));
+        }
+        let mut j = Vec::new();
+        encode_book_json(&mut j, "book.AAPL", 3, 7, 1, &[lv(18722, 300, 2), lv(18721, 5, 1)], &[lv(18724, 7, 1)]);
+        bodies.push((Kind::Book, j));
+        let mut j = Vec::new();
+        encode_book_json(&mut j, "book.X", 3, 7, 1, &[], &[]);
+        bodies.push((Kind::Book, j));
+        let mut j = Vec::new();
+        let trade = Trade { price: Price::from_cents(10), size: 3, side: Some(Side::Sell) };
+        encode_trade_json(&mut j, "trades.AAPL", 3, 8, 2, &trade);
+        bodies.push((Kind::Trade, j));
+        for (ty, fields) in [
+            ("lot_update", r#"{"lot":"7","price":"105.00","bids":[1,-2,3.5,1e300,18446744073709551615],"open":true}"#),
+            ("order.done-2", r#"{"note":"a \"quoted\" \u00e9 line\nbreak","nested":{"a":[{},[]],"b":null},"x":-33}"#),
+            ("e", "{}"),
+            ("a_very_long_event_type_name_that_needs_the_str8_header_0123456789", r#"{"k":"ünïcödé"}"#),
+        ] {
+            let mut j = Vec::new();
+            encode_event_json(&mut j, "users.alice", 9, 10, 11, ty, fields);
+            bodies.push((Kind::Event, j));
+        }
+        let mut streams = HubFraming::default();
+        let plain = streams.set_stream(0, HubStream { id: "7".into(), also_invocation: false });
+        let both = streams.set_stream(0, HubStream { id: "x\"\u{1}é".into(), also_invocation: true });
+        let long = streams.set_stream(0, HubStream { id: "i".repeat(300).into(), also_invocation: true });
+        let mut cases = 0;
+        for (kind, json) in &bodies {
+            for snapshot in [None, Some(true), Some(false)] {
+                for tag in [0, plain, both, long] {
+                    let (direct, transcoded) = both_ways(&streams, *kind, snapshot, tag, json);
+                    assert_eq!(
+                        direct,
+                        transcoded,
+                        "{kind:?} snapshot {snapshot:?} tag {tag}: {}",
+                        String::from_utf8_lossy(json)
+                    );
+                    cases += 1;
+                }
+            }
+        }
+        assert_eq!(cases, bodies.len() * 12);
+    }
+
+    #[test]
+    fn hub_framing_messagepack_reads_the_ring_bodies_the_engine_encoded() {
+        use marquee_engine::fanout::Limits;
+        use marquee_engine::{Engine, EngineConfig, Subscriber, Tick};
+        let engine = Engine::new(EngineConfig::default());
+        let mut ticks = engine.create_topic("ticks.AAPL").unwrap();
+        let mut lots = engine.create_topic("lots.7").unwrap();
+        ticks.publish_tick(&Tick { price: Price::from_cents(100), size: 1, ..Default::default() }, 5).unwrap();
+        lots.publish_event("lot_update", r#"{"lot":"7","price":"1.50"}"#, 6).unwrap();
+        let mut subs: Vec<(Subscriber, BatchWriter<HubFraming>)> = [false, true]
+            .into_iter()
+            .map(|msgpack| {
+                let mut sub = Subscriber::new(engine.clone(), Limits::default());
+                for t in ["ticks.AAPL", "lots.7"] {
+                    sub.subscribe(engine.topic(t).unwrap(), None).unwrap();
+                }
+                let mut b = BatchWriter::with_framing(HubFraming::default());
+                b.framing_mut().set_msgpack(msgpack);
+                (sub, b)
+            })
+            .collect();
+        let mut frames = Vec::new();
+        for round in 0..2 {
+            for (sub, b) in &mut subs {
+                sub.drain(b).unwrap();
+                let mut buf = BytesMut::from(b.finish().unwrap());
+                if !b.framing().is_msgpack() {
+                    HubFraming::default().transcode_to_msgpack(&mut buf, 0);
+                }
+                frames.push(buf.to_vec());
+                b.clear();
+            }
+            if round == 0 {
+                ticks.publish_tick(&Tick { price: Price::from_cents(101), size: 2, ..Default::default() }, 7).unwrap();
+                lots.publish_event("bid_accepted", r#"{"amount":"2.00","by":"bob"}"#, 8).unwrap();
+            }
+        }
+        // Round 0: the snapshots of both topics; round 1: the live tick and event.
+        assert_eq!(frames[1], frames[0], "snapshots");
+        assert_eq!(frames[3], frames[2], "live messages");
+        let mut targets = Vec::new();
+        for f in [&frames[1], &frames[3]] {
+            let mut rest = &f[..];
+            while let Ok(Some((len, at))) = crate::msgpack::get_varint(rest) {
+                let (msg, _) = crate::msgpack::decode(&rest[at..at + len]).unwrap();
+                targets.push(msg[3].as_str().unwrap().to_owned());
+                rest = &rest[at + len..];
+            }
+        }
+        assert_eq!(targets, ["tick", "lotUpdate", "tick", "bidAccepted"]);
     }
 
     #[test]

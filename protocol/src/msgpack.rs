@@ -1,22 +1,25 @@
 //! The SignalR MessagePack hub protocol's framing: each message is a VarInt length, then one MessagePack array.
 //!
-//! Marquee's events are stored once, as JSON. A MessagePack connection gets each hub message written as JSON first
-//! (the same code as the JSON hub protocol), then transcoded here into the MessagePack form, in a reused buffer:
-//! no allocation per message, but a per-delivery cost the JSON protocol does not pay (see `docs/SIGNALR.md`).
-//! Incoming messages are decoded into the JSON shape the hub code already handles.
+//! Stored messages carry their own MessagePack body, encoded once at publish ([`marquee_engine::msgpack`]), which
+//! [`crate::hub_framing::HubFraming`] wraps without transcoding. The hub's own messages (the handshake answer,
+//! Completions, Pings, Close, gaps) are written as JSON and transcoded here by [`hub_message`], with the engine's
+//! JSON-to-MessagePack value transcoder. Incoming messages are decoded into the JSON shape the hub code already
+//! handles.
 
+pub use marquee_engine::msgpack::put_int;
+use marquee_engine::msgpack::{NotJson, Scan, str_bytes, value};
 use serde_json::{Map, Value};
 
 /// Appends `n` as the SignalR VarInt (7 bits per byte, low first, high bit = more).
-pub fn put_varint(out: &mut Vec<u8>, mut n: usize) {
+pub fn put_varint(out: &mut impl bytes::BufMut, mut n: usize) {
     loop {
         let b = (n & 0x7f) as u8;
         n >>= 7;
         if n == 0 {
-            out.push(b);
+            out.put_u8(b);
             return;
         }
-        out.push(b | 0x80);
+        out.put_u8(b | 0x80);
     }
 }
 
@@ -32,217 +35,7 @@ pub fn get_varint(buf: &[u8]) -> Result<Option<(usize, usize)>, &'static str> {
     if buf.len() >= 5 { Err("a VarInt length over 5 bytes") } else { Ok(None) }
 }
 
-/// A JSON scanner over text Marquee wrote (or checked): spans, no allocation.
-struct Scan<'a> {
-    s: &'a [u8],
-    i: usize,
-}
-
-impl<'a> Scan<'a> {
-    fn ws(&mut self) {
-        while self.i < self.s.len() && matches!(self.s[self.i], b' ' | b'\t' | b'\n' | b'\r') {
-            self.i += 1;
-        }
-    }
-
-    fn peek(&mut self) -> Option<u8> {
-        self.ws();
-        self.s.get(self.i).copied()
-    }
-
-    fn eat(&mut self, c: u8) -> Result<(), ()> {
-        if self.peek() == Some(c) {
-            self.i += 1;
-            Ok(())
-        } else {
-            Err(())
-        }
-    }
-
-    /// The raw bytes of a string (between the quotes, escapes kept).
-    fn string(&mut self) -> Result<&'a [u8], ()> {
-        self.eat(b'"')?;
-        let start = self.i;
-        while self.i < self.s.len() {
-            match self.s[self.i] {
-                b'\\' => self.i += 2,
-                b'"' => {
-                    self.i += 1;
-                    return Ok(&self.s[start..self.i - 1]);
-                }
-                _ => self.i += 1,
-            }
-        }
-        Err(())
-    }
-
-    /// Skips one value; returns its span.
-    fn value_span(&mut self) -> Result<&'a [u8], ()> {
-        self.ws();
-        let start = self.i;
-        match self.peek().ok_or(())? {
-            b'"' => {
-                self.string()?;
-            }
-            b'{' | b'[' => {
-                let mut depth = 0usize;
-                while self.i < self.s.len() {
-                    match self.s[self.i] {
-                        b'"' => {
-                            self.string()?;
-                            continue;
-                        }
-                        b'{' | b'[' => depth += 1,
-                        b'}' | b']' => {
-                            depth -= 1;
-                            if depth == 0 {
-                                self.i += 1;
-                                return Ok(&self.s[start..self.i]);
-                            }
-                        }
-                        _ => {}
-                    }
-                    self.i += 1;
-                }
-                return Err(());
-            }
-            _ => {
-                while self.i < self.s.len()
-                    && !matches!(self.s[self.i], b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t')
-                {
-                    self.i += 1;
-                }
-            }
-        }
-        Ok(&self.s[start..self.i])
-    }
-}
-
-/// Transcodes one JSON value into MessagePack.
-fn value(sc: &mut Scan<'_>, out: &mut Vec<u8>) -> Result<(), ()> {
-    match sc.peek().ok_or(())? {
-        b'{' => container(sc, out, 0xdf, b'}', |sc, out| {
-            let key = sc.string()?;
-            str_bytes(key, out)?;
-            sc.eat(b':')?;
-            value(sc, out)
-        })?,
-        b'[' => container(sc, out, 0xdd, b']', value)?,
-        b'"' => {
-            let s = sc.string()?;
-            str_bytes(s, out)?;
-        }
-        _ => {
-            let tok = sc.value_span()?;
-            scalar(tok, out)?;
-        }
-    }
-    Ok(())
-}
-
-/// An object (`marker` map32) or array (`marker` array32) up to `close`: a count placeholder, the items, then the
-/// count patched in.
-fn container(
-    sc: &mut Scan<'_>,
-    out: &mut Vec<u8>,
-    marker: u8,
-    close: u8,
-    mut item: impl FnMut(&mut Scan<'_>, &mut Vec<u8>) -> Result<(), ()>,
-) -> Result<(), ()> {
-    sc.i += 1;
-    let at = out.len();
-    out.extend_from_slice(&[marker, 0, 0, 0, 0]);
-    let mut n = 0u32;
-    if sc.peek() == Some(close) {
-        sc.i += 1;
-    } else {
-        loop {
-            item(sc, out)?;
-            n += 1;
-            match sc.peek() {
-                Some(b',') => sc.i += 1,
-                Some(c) if c == close => {
-                    sc.i += 1;
-                    break;
-                }
-                _ => return Err(()),
-            }
-        }
-    }
-    out[at + 1..at + 5].copy_from_slice(&n.to_be_bytes());
-    Ok(())
-}
-
-fn scalar(tok: &[u8], out: &mut Vec<u8>) -> Result<(), ()> {
-    match tok {
-        b"null" => out.push(0xc0),
-        b"true" => out.push(0xc3),
-        b"false" => out.push(0xc2),
-        _ => {
-            let text = std::str::from_utf8(tok).map_err(|_| ())?;
-            if !text.contains(['.', 'e', 'E']) {
-                if let Ok(v) = text.parse::<i64>() {
-                    put_int(out, v);
-                    return Ok(());
-                }
-                if let Ok(v) = text.parse::<u64>() {
-                    out.push(0xcf);
-                    out.extend_from_slice(&v.to_be_bytes());
-                    return Ok(());
-                }
-            }
-            let f: f64 = text.parse().map_err(|_| ())?;
-            out.push(0xcb);
-            out.extend_from_slice(&f.to_be_bytes());
-        }
-    }
-    Ok(())
-}
-
-pub(crate) fn put_int(out: &mut Vec<u8>, v: i64) {
-    if (0..128).contains(&v) {
-        out.push(v as u8);
-    } else if (-32..0).contains(&v) {
-        out.push(v as i8 as u8);
-    } else {
-        out.push(0xd3);
-        out.extend_from_slice(&v.to_be_bytes());
-    }
-}
-
-/// A JSON string's raw bytes (escapes kept) as a MessagePack str.
-fn str_bytes(raw: &[u8], out: &mut Vec<u8>) -> Result<(), ()> {
-    if !raw.contains(&b'\\') {
-        str_header(raw.len(), out);
-        out.extend_from_slice(raw);
-        return Ok(());
-    }
-    // Rare (escaped quotes, control characters): unescape with serde_json.
-    let mut quoted = Vec::with_capacity(raw.len() + 2);
-    quoted.push(b'"');
-    quoted.extend_from_slice(raw);
-    quoted.push(b'"');
-    let s: String = serde_json::from_slice(&quoted).map_err(|_| ())?;
-    str_header(s.len(), out);
-    out.extend_from_slice(s.as_bytes());
-    Ok(())
-}
-
-fn str_header(n: usize, out: &mut Vec<u8>) {
-    if n < 32 {
-        out.push(0xa0 | n as u8);
-    } else if n < 256 {
-        out.extend_from_slice(&[0xd9, n as u8]);
-    } else if n < 65536 {
-        out.push(0xda);
-        out.extend_from_slice(&(n as u16).to_be_bytes());
-    } else {
-        out.push(0xdb);
-        out.extend_from_slice(&(n as u32).to_be_bytes());
-    }
-}
-
-fn str_or_nil(raw: Option<&[u8]>, out: &mut Vec<u8>) -> Result<(), ()> {
+fn str_or_nil(raw: Option<&[u8]>, out: &mut Vec<u8>) -> Result<(), NotJson> {
     match raw {
         Some(s) => str_bytes(s, out),
         None => {
@@ -259,8 +52,8 @@ fn inner(span: &[u8]) -> &[u8] {
 
 /// Transcodes one JSON hub message (`{"type":1,...}`, no separator) into its MessagePack array, appended to `out`
 /// without the length prefix. Members may come in any order.
-pub(crate) fn hub_message(json: &[u8], out: &mut Vec<u8>) -> Result<(), ()> {
-    let mut sc = Scan { s: json, i: 0 };
+pub(crate) fn hub_message(json: &[u8], out: &mut Vec<u8>) -> Result<(), NotJson> {
+    let mut sc = Scan::new(json);
     let (mut ty, mut id, mut target, mut args, mut item, mut result, mut error, mut reconnect, mut seq) =
         (0i64, None, None, None, None, None, None, false, 0i64);
     sc.eat(b'{')?;
@@ -269,7 +62,7 @@ pub(crate) fn hub_message(json: &[u8], out: &mut Vec<u8>) -> Result<(), ()> {
         sc.eat(b':')?;
         let span = sc.value_span()?;
         match key {
-            b"type" => ty = std::str::from_utf8(span).map_err(|_| ())?.parse().map_err(|_| ())?,
+            b"type" => ty = std::str::from_utf8(span).map_err(|_| NotJson)?.parse().map_err(|_| NotJson)?,
             b"invocationId" => id = Some(span),
             b"target" => target = Some(span),
             b"arguments" => args = Some(span),
@@ -277,16 +70,15 @@ pub(crate) fn hub_message(json: &[u8], out: &mut Vec<u8>) -> Result<(), ()> {
             b"result" => result = Some(span),
             b"error" => error = Some(span),
             b"allowReconnect" => reconnect = span == b"true",
-            b"sequenceId" => seq = std::str::from_utf8(span).map_err(|_| ())?.parse().map_err(|_| ())?,
+            b"sequenceId" => seq = std::str::from_utf8(span).map_err(|_| NotJson)?.parse().map_err(|_| NotJson)?,
             _ => {}
         }
-        match sc.peek() {
-            Some(b',') => sc.i += 1,
-            Some(b'}') => break,
-            _ => return Err(()),
+        if sc.eat(b',').is_err() {
+            sc.eat(b'}')?;
+            break;
         }
     }
-    let sub = |span: &[u8], out: &mut Vec<u8>| value(&mut Scan { s: span, i: 0 }, out);
+    let sub = |span: &[u8], out: &mut Vec<u8>| value(&mut Scan::new(span), out);
     match ty {
         1 => {
             out.extend_from_slice(&[0x96, 0x01, 0x80]);
@@ -332,7 +124,7 @@ pub(crate) fn hub_message(json: &[u8], out: &mut Vec<u8>) -> Result<(), ()> {
             out.extend_from_slice(&[0x92, ty as u8]);
             put_int(out, seq);
         }
-        _ => return Err(()),
+        _ => return Err(NotJson),
     }
     Ok(())
 }
@@ -525,5 +317,67 @@ mod tests {
         );
         assert!(decode(&[0xdd, 0xff, 0xff, 0xff, 0xff]).is_err(), "a huge count does not allocate");
         assert!(decode(&[0x92, 0x01]).is_err(), "truncated");
+    }
+
+    /// JSON values as publishers send them in event fields.
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+            ".{0,40}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map("[a-z_\\\"é]{1,8}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Any event fields a publisher may send come out of the stored MessagePack body as the same values the
+        /// JSON body carries (numbers compared as JSON numbers: a float64 for decimals, as a JSON parser reads
+        /// them).
+        #[test]
+        fn msgpack_event_bodies_decode_to_the_published_fields(fields in proptest::collection::btree_map(
+            "[a-z]{1,6}", json_value(), 0..6)) {
+            use crate::hub_framing::HubFraming;
+            use marquee_engine::{BatchWriter, Engine, EngineConfig, Limits, RingConfig, Subscriber};
+            let fields = Value::Object(fields.into_iter().map(|(k, v)| (format!("f_{k}"), v)).collect());
+            let ring = RingConfig { capacity: 4, slot_bytes: 64 * 1024 };
+            let engine = Engine::new(EngineConfig { reliable_ring: ring, ..Default::default() });
+            let mut w = engine.create_topic("lots.1").unwrap();
+            let mut args = Vec::new();
+            let mut subs: Vec<_> = [false, true].into_iter().map(|msgpack| {
+                let mut sub = Subscriber::new(engine.clone(), Limits::default());
+                sub.subscribe(engine.topic("lots.1").unwrap(), None).unwrap();
+                let mut b = BatchWriter::with_framing(HubFraming::default());
+                b.framing_mut().set_msgpack(msgpack);
+                (sub, b)
+            }).collect();
+            w.publish_event("custom", &fields.to_string(), 1).unwrap();
+            for (sub, b) in &mut subs {
+                sub.drain(b).unwrap();
+                let msgpack = b.framing().is_msgpack();
+                let frame = b.finish().unwrap();
+                let message = if msgpack {
+                    let (len, at) = get_varint(frame).unwrap().unwrap();
+                    let (v, used) = decode(&frame[at..]).unwrap();
+                    proptest::prop_assert_eq!(used, len);
+                    hub_message_to_json(v).unwrap()
+                } else {
+                    serde_json::from_slice(&frame[..frame.len() - 1]).unwrap()
+                };
+                args.push(message["arguments"][0].clone());
+            }
+            proptest::prop_assert_eq!(&args[0]["type"], "custom");
+            let (from_json, from_msgpack) = (&args[0], &args[1]);
+            proptest::prop_assert_eq!(from_msgpack, from_json);
+        }
     }
 }

@@ -295,7 +295,7 @@ mod tests {
     fn setup() -> (Arc<Engine>, marquee_engine::TopicWriter) {
         let e = Engine::new(EngineConfig {
             epoch: 3,
-            ring: RingConfig { capacity: 64, slot_bytes: 256 },
+            ring: RingConfig { capacity: 64, slot_bytes: 512 },
             ..Default::default()
         });
         let mut w = e.create_topic("ticks.AAPL").unwrap();

@@ -13,7 +13,7 @@ fn engine_stress_one_publisher_many_readers() {
     const N_MESSAGES: i64 = 40_000;
     let engine = Engine::new(EngineConfig {
         epoch: 1,
-        ring: RingConfig { capacity: 64, slot_bytes: 256 },
+        ring: RingConfig { capacity: 64, slot_bytes: 512 },
         ..Default::default()
     });
     let mut writers: Vec<_> = (0..N_TOPICS).map(|i| engine.create_topic(&format!("ticks.S{i}")).unwrap()).collect();
