@@ -76,6 +76,9 @@ fn ring(c: &mut Criterion) {
     read_64(&mut g, "json", BatchWriter::new(Encoding::Json));
     read_64(&mut g, "binary", BatchWriter::new(Encoding::Binary));
     read_64(&mut g, "signalr", BatchWriter::with_framing(HubFraming::default()));
+    let mut msgpack = HubFraming::default();
+    msgpack.set_msgpack(true);
+    read_64(&mut g, "signalr_msgpack", BatchWriter::with_framing(msgpack));
     g.finish();
 }
 

@@ -306,7 +306,28 @@ mod tests {
             any::<i64>().prop_map(|v| Price(v / 4)),
             (-1_000_000i64..1_000_000).prop_map(Price::from_cents),
             (-1000i64..1000).prop_map(|w| Price::from_parts(w, 0)),
+            (-(1i64 << 53)..=1 << 53).prop_map(Price),
         ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+        /// A price's float64 is the one its decimal text parses to, on both sides of the 2^53-unit boundary
+        /// where the encoder switches from dividing to parsing.
+        #[test]
+        fn msgpack_price_is_its_decimal_text_parsed(units in prop_oneof![
+            (-(1i64 << 53)..=1 << 53),
+            ((1i64 << 53) - 1000..(1 << 53) + 1000),
+            any::<i64>(),
+        ]) {
+            let price = Price(units);
+            let (mut direct, mut text) = (Vec::new(), Vec::new());
+            price.write_msgpack(&mut direct);
+            price.write_decimal(&mut text);
+            let mut transcoded = Vec::new();
+            value(&mut Scan::new(&text), &mut transcoded).unwrap();
+            prop_assert_eq!(direct, transcoded);
+        }
     }
 
     proptest! {

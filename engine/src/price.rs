@@ -67,6 +67,14 @@ impl Price {
             crate::msgpack::put_int(out, self.0 / PRICE_SCALE);
             return;
         }
+        // Up to 2^53 units, both the units and the scale are exact f64s, and IEEE division rounds their exact
+        // quotient correctly: the same f64 as parsing the decimal text, which is that quotient written out.
+        const EXACT: i64 = 1 << 53;
+        if (-EXACT..=EXACT).contains(&self.0) {
+            out.push(0xcb);
+            out.extend_from_slice(&(self.0 as f64 / PRICE_SCALE as f64).to_be_bytes());
+            return;
+        }
         let mut text = [0u8; 32];
         let mut w = &mut text[..];
         self.write_decimal(&mut w);

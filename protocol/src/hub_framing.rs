@@ -136,18 +136,13 @@ impl HubFraming {
         }
         match stream {
             Some(stream) => {
-                let id = stream.id.as_bytes();
-                let mut head = Head::new();
-                head.put(&[0x94, 0x02, 0x80]);
-                head.put_str(id);
-                crate::msgpack::put_varint(buf, head.len() + body_len);
-                buf.extend_from_slice(head.bytes());
+                put_item_head(buf, stream.id.as_bytes(), body_len);
                 self.msgpack_open = MsgPackClose::Item { arg_at: buf.len(), also_invocation: stream.also_invocation };
             }
             None => {
-                let head = invocation_head(kind.name().as_bytes());
+                let head = invocation_head(kind);
                 crate::msgpack::put_varint(buf, head.len() + body_len + 1);
-                buf.extend_from_slice(head.bytes());
+                buf.extend_from_slice(head);
                 self.msgpack_open = MsgPackClose::Invocation;
             }
         }
@@ -165,9 +160,9 @@ impl HubFraming {
             MsgPackClose::Item { arg_at, also_invocation: true } => {
                 // The same event object again, as an Invocation for the connection's `Subscribe` of the topic.
                 let end = buf.len();
-                let head = invocation_head(b"tick");
+                let head = invocation_head(Kind::Tick);
                 crate::msgpack::put_varint(buf, head.len() + (end - arg_at) + 1);
-                buf.extend_from_slice(head.bytes());
+                buf.extend_from_slice(head);
                 let at = buf.len();
                 buf.resize(at + end - arg_at, 0);
                 buf.copy_within(arg_at..end, at);
@@ -216,11 +211,7 @@ impl HubFraming {
         let stream = if kind == Kind::Tick && tag != 0 { self.stream(tag) } else { None };
         let n = match stream {
             Some(stream) => {
-                let mut head = Head::new();
-                head.put(&[0x94, 0x02, 0x80]);
-                head.put_str(stream.id.as_bytes());
-                crate::msgpack::put_varint(out, head.len() + arg.len());
-                out.extend_from_slice(head.bytes());
+                put_item_head(out, stream.id.as_bytes(), arg.len());
                 out.extend_from_slice(&arg);
                 if stream.also_invocation {
                     push_invocation(out, b"tick", &arg);
@@ -392,64 +383,42 @@ pub fn push_hub_target(out: &mut impl BufMut, type_name: &[u8]) {
     }
 }
 
-/// A MessagePack hub message head, built on the stack: at most a fixed array header, a stream id's or a target's
-/// str and an arguments header.
-struct Head {
-    bytes: [u8; 96],
-    len: usize,
-    /// Heads that do not fit (stream ids over 80 bytes) spill here.
-    spill: Vec<u8>,
-}
-
-impl Head {
-    fn new() -> Head {
-        Head { bytes: [0; 96], len: 0, spill: Vec::new() }
-    }
-
-    fn put(&mut self, b: &[u8]) {
-        if self.spill.is_empty() && self.len + b.len() <= self.bytes.len() {
-            self.bytes[self.len..self.len + b.len()].copy_from_slice(b);
-            self.len += b.len();
-        } else {
-            if self.spill.is_empty() {
-                self.spill.extend_from_slice(&self.bytes[..self.len]);
-            }
-            self.spill.extend_from_slice(b);
-        }
-    }
-
-    fn put_str(&mut self, s: &[u8]) {
-        let mut h = [0u8; 5];
-        let mut w = &mut h[..];
-        marquee_engine::msgpack::str_header(s.len(), &mut w);
-        let n = 5 - w.len();
-        self.put(&h[..n]);
-        self.put(s);
-    }
-
-    fn len(&self) -> usize {
-        if self.spill.is_empty() { self.len } else { self.spill.len() }
-    }
-
-    fn bytes(&self) -> &[u8] {
-        if self.spill.is_empty() { &self.bytes[..self.len] } else { &self.spill }
+/// `[1, {}, nil, target, [` for a kind whose target is fixed: an Invocation up to its one argument (the `0x90` of
+/// no stream ids follows the argument). Constants, so the live path copies them.
+fn invocation_head(kind: Kind) -> &'static [u8] {
+    match kind {
+        Kind::Book => b"\x96\x01\x80\xc0\xa4book\xdd\x00\x00\x00\x01",
+        Kind::Trade => b"\x96\x01\x80\xc0\xa5trade\xdd\x00\x00\x00\x01",
+        _ => b"\x96\x01\x80\xc0\xa4tick\xdd\x00\x00\x00\x01",
     }
 }
 
-/// `[1, {}, nil, target, [` : an Invocation up to its one argument (the `0x90` of no stream ids follows it).
-fn invocation_head(target: &[u8]) -> Head {
-    let mut head = Head::new();
-    head.put(&[0x96, 0x01, 0x80, 0xc0]);
-    head.put_str(target);
-    head.put(&[0xdd, 0, 0, 0, 1]);
-    head
+/// Bytes of the MessagePack str header for `n` bytes.
+fn str_header_len(n: usize) -> usize {
+    match n {
+        0..32 => 1,
+        32..256 => 2,
+        256..65536 => 3,
+        _ => 5,
+    }
+}
+
+/// Writes the length prefix and `[2, {}, id, ` of a StreamItem whose item has `item_len` bytes.
+fn put_item_head(buf: &mut impl BufMut, id: &[u8], item_len: usize) {
+    crate::msgpack::put_varint(buf, 3 + str_header_len(id.len()) + id.len() + item_len);
+    buf.put_slice(&[0x94, 0x02, 0x80]);
+    marquee_engine::msgpack::str_header(id.len(), buf);
+    buf.put_slice(id);
 }
 
 /// Appends a length-prefixed Invocation of `target` with the one argument `arg`.
 fn push_invocation(out: &mut Vec<u8>, target: &[u8], arg: &[u8]) {
-    let head = invocation_head(target);
-    crate::msgpack::put_varint(out, head.len() + arg.len() + 1);
-    out.extend_from_slice(head.bytes());
+    let head_len = 4 + str_header_len(target.len()) + target.len() + 5;
+    crate::msgpack::put_varint(out, head_len + arg.len() + 1);
+    out.extend_from_slice(&[0x96, 0x01, 0x80, 0xc0]);
+    marquee_engine::msgpack::str_header(target.len(), out);
+    out.extend_from_slice(target);
+    out.extend_from_slice(&[0xdd, 0, 0, 0, 1]);
     out.extend_from_slice(arg);
     out.push(0x90);
 }
