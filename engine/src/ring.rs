@@ -124,7 +124,7 @@ impl Ring {
     }
 
     /// Stores message `seq`. Only the topic's single writer calls this, with `seq` greater than every seq
-    /// written before; the caller checked that the bodies fit ([`fits`]).
+    /// written before; the caller checked that the bodies fit ([`Bodies::fit`]).
     pub(crate) fn write(&self, seq: u64, ts: i64, kind: Kind, bodies: Bodies<'_>) {
         let Bodies { json, bin, msgpack } = bodies;
         debug_assert!(seq != 0 && seq != BUSY);

@@ -58,7 +58,7 @@ pub struct HubFraming {
     streams: Vec<Option<HubStream>>,
     open: HubClose,
     msgpack_open: MsgPackClose,
-    /// Reused buffers of the transcoding.
+    /// Reused buffers: transcoding the hub's own messages, wrapping MessagePack snapshots and named events.
     scratch: Vec<u8>,
     scratch_one: Vec<u8>,
 }
