@@ -207,12 +207,29 @@ const RESERVED_EVENT_TYPES: &[&str] = &["tick", "book", "trade", "snapshot", "ac
 /// Fields every event carries, which a publisher's fields may therefore not name.
 pub const RESERVED_EVENT_FIELDS: &[&str] = &["type", "topic", "epoch", "seq", "ts", "event", "recovered"];
 
-/// True for a usable event type name: 1-64 bytes of `[A-Za-z0-9_.-]`, not one of the protocol's own types.
+/// True when two event type names are the same to a client that ignores case and the separators `_`, `-`, `.`:
+/// the SignalR JavaScript client matches targets without regard to case, and `lot_update` travels as `lotUpdate`,
+/// so `Tick`, `lotUpdate` and `Bid-Result` would reach the handlers of `tick`, `lot_update` and `bid_result`.
+///
+/// ```
+/// use marquee_engine::same_event_type;
+/// assert!(same_event_type("bid_result", "bidResult") && same_event_type("bid_result", "Bid-Result"));
+/// assert!(!same_event_type("bid_result", "bid_results"));
+/// ```
+pub fn same_event_type(a: &str, b: &str) -> bool {
+    fn key(s: &str) -> impl Iterator<Item = u8> + '_ {
+        s.bytes().filter(|c| !matches!(c, b'_' | b'-' | b'.')).map(|c| c.to_ascii_lowercase())
+    }
+    key(a).eq(key(b))
+}
+
+/// True for a usable event type name: 1-64 bytes of `[A-Za-z0-9_.-]`, not one of the protocol's own types in any
+/// case or spelling ([`same_event_type`]).
 pub fn valid_event_type(ty: &str) -> bool {
     !ty.is_empty()
         && ty.len() <= 64
         && ty.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-        && !RESERVED_EVENT_TYPES.contains(&ty)
+        && !RESERVED_EVENT_TYPES.iter().any(|r| same_event_type(r, ty))
 }
 
 /// Why event fields were refused.

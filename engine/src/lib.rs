@@ -24,7 +24,7 @@ pub mod topic;
 mod zeroed;
 
 pub use batch::{BatchWriter, Encoding, Framing, Tag};
-pub use body::{EventFieldsError, Kind, check_event_fields, valid_event_type};
+pub use body::{EventFieldsError, Kind, check_event_fields, same_event_type, valid_event_type};
 pub use depth::{
     BARS_PREFIX, BOOK_PREFIX, BookLevel, MAX_DEPTH, Side, TRADES_PREFIX, Trade, bars_topic, book_topic, trades_topic,
 };

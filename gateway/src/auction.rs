@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use marquee_engine::{HubError, PRIVATE_PREFIX, PublishError, TopicClass, valid_event_type};
+use marquee_engine::{HubError, PRIVATE_PREFIX, PublishError, TopicClass, same_event_type, valid_event_type};
 use marquee_feeds::auction::{BidAck, BidRequest, SubmitError, parse_amount};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -182,7 +182,12 @@ async fn lots(State(s): State<Arc<AppState>>) -> Response {
 }
 
 fn lot_id(id: &str) -> Result<u64, ApiError> {
-    id.parse().map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "unknown_lot", format!("no lot {id:?}")))
+    // Lot ids are written without leading zeros or a sign; "01" and "+1" name no lot.
+    let canonical = !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) && (id == "0" || !id.starts_with('0'));
+    canonical
+        .then(|| id.parse().ok())
+        .flatten()
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_lot", format!("no lot {id:?}")))
 }
 
 async fn lot(State(s): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
@@ -302,7 +307,7 @@ pub fn publish_events(s: &AppState, events: Vec<PublishEvent>) -> Result<serde_j
             let msg = format!("event {i}: {:?} is written by the market feed", e.topic);
             return Err(ApiError::new(StatusCode::FORBIDDEN, "topic_not_shared", msg));
         }
-        if !valid_event_type(&e.ty) || AUCTION_TYPES.contains(&e.ty.as_str()) {
+        if !valid_event_type(&e.ty) || AUCTION_TYPES.iter().any(|r| same_event_type(r, &e.ty)) {
             return Err(bad("invalid_type", format!("event {i}: type {:?} is invalid or reserved", e.ty)));
         }
         let fields = match &e.data {

@@ -188,6 +188,13 @@ async fn e2e_publish_api_reaches_the_user_untouched_and_refuses_user_tokens() {
         (r#"{"topic":"bad topic","type":"x"}"#, 400, "invalid_topic"),
         (r#"{"topic":"users.alice","type":"snapshot"}"#, 400, "invalid_type"),
         (r#"{"topic":"users.alice","type":"won"}"#, 400, "invalid_type"),
+        // Reserved names in another case or spelling reach the same SignalR handlers (the JS client ignores case).
+        (r#"{"topic":"users.alice","type":"bidResult"}"#, 400, "invalid_type"),
+        (r#"{"topic":"users.alice","type":"Bid_Result"}"#, 400, "invalid_type"),
+        (r#"{"topic":"users.alice","type":"lotUpdate"}"#, 400, "invalid_type"),
+        (r#"{"topic":"users.alice","type":"Won"}"#, 400, "invalid_type"),
+        (r#"{"topic":"users.alice","type":"Tick"}"#, 400, "invalid_type"),
+        (r#"{"topic":"users.alice","type":"snap-shot"}"#, 400, "invalid_type"),
         (r#"{"topic":"ticks.AAPL","type":"x"}"#, 403, "topic_not_shared"),
         (r#"{"topic":"users.alice","type":"x","data":"#, 400, "bad_json"),
     ] {

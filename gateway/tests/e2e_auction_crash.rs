@@ -164,3 +164,66 @@ async fn try_http(
     let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or(std::io::ErrorKind::InvalidData)?;
     Ok((status, serde_json::from_str(body).unwrap_or(Value::Null)))
 }
+
+/// A byte flipped in the middle of a journal (not a torn end) stops the start with the file and offset, and the
+/// file is left as it was; cutting it where the message says lets the server start from the records before it.
+#[tokio::test]
+async fn e2e_auction_damaged_journal_refuses_to_start_and_names_the_offset() {
+    let dir = temp_data_dir("damaged");
+    let args = ["--demo-lots", "2", "--lot-duration", "30m", "--bid-rate", "100000", "--bid-burst", "100000"];
+    let server = Server::start_in(&dir, &args);
+    let token = login(server.addr, "alice").await;
+    for i in 0..60 {
+        let key = format!("00000000-0000-4000-8000-{i:012}");
+        let (status, body) =
+            post_bid(server.addr, &token, &(i % 2 + 1).to_string(), &key, &format!("{}.00", 1000 + 100 * i)).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    drop(server);
+    let journal = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "journal"))
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&journal).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x04;
+    std::fs::write(&journal, &bytes).unwrap();
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_marquee"))
+        .args(args)
+        .args(["--listen", "127.0.0.1:0", "--quic", "off", "--auth-secret", TEST_SECRET])
+        .arg("--data-dir")
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("a server on a damaged journal did not stop within 20 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("journal {} is damaged at byte ", journal.display())), "{stderr}");
+    assert_eq!(std::fs::read(&journal).unwrap(), bytes, "the damaged journal is left as it was");
+    // The documented way on: cut the file at the offset the message names.
+    let offset: u64 = stderr.split("is damaged at byte ").nth(1).unwrap().split(':').next().unwrap().parse().unwrap();
+    assert!(offset <= middle as u64 && offset > 0);
+    std::fs::OpenOptions::new().write(true).open(&journal).unwrap().set_len(offset).unwrap();
+    let server = Server::start_in(&dir, &args);
+    let (status, _, _) = http_get(server.addr, "/healthz").await;
+    assert_eq!(status, 200);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -326,7 +326,12 @@ impl Conn {
         let engine = self.sub.engine().clone();
         // All or nothing: check every name before subscribing to any.
         let mut topics = Vec::with_capacity(names.len());
+        // A topic named twice in one request is subscribed, and counted against the limit, once.
+        let mut seen = std::collections::HashSet::with_capacity(names.len());
         for name in names {
+            if !seen.insert(name.as_str()) {
+                continue;
+            }
             if !valid_topic_name(name) {
                 return Err((code::INVALID_TOPIC, format!("invalid topic name {name:?}")));
             }

@@ -304,6 +304,22 @@ mod tests {
     }
 
     #[test]
+    fn session_a_topic_named_twice_counts_once_against_the_limit() {
+        let (e, _w) = setup();
+        e.create_topic("ticks.MSFT").unwrap();
+        let limits = marquee_engine::Limits { max_topics: 2, ..Default::default() };
+        let mut h = Harness::new(&e, SessionConfig { limits, ..Default::default() });
+        let ev = h.send(r#"{"op":"subscribe","id":1,"topics":["ticks.AAPL","ticks.AAPL","ticks.AAPL"]}"#);
+        assert_eq!(ev[0], serde_json::json!({"type":"ack","id":1}));
+        assert_eq!(ev.iter().filter(|m| m["type"] == "snapshot").count(), 1, "one snapshot for one topic: {ev:?}");
+        let ev = h.send(r#"{"op":"subscribe","id":2,"topics":["ticks.MSFT","ticks.MSFT","ticks.AAPL"]}"#);
+        assert_eq!(ev[0], serde_json::json!({"type":"ack","id":2}));
+        e.create_topic("ticks.IBM").unwrap();
+        let ev = h.send(r#"{"op":"subscribe","id":3,"topics":["ticks.IBM"]}"#);
+        assert_eq!(ev[0]["code"], code::TOO_MANY_TOPICS);
+    }
+
+    #[test]
     fn session_bad_input_gets_stable_codes_and_stays_usable() {
         let (e, _w) = setup();
         let mut h = Harness::new(&e, SessionConfig { max_frame_bytes: 200, ..Default::default() });

@@ -227,7 +227,12 @@ impl AuctionHouse {
         let mut senders = Vec::with_capacity(n);
         for i in 0..n {
             let path = dir.join(journal_name(i, n));
-            let (journal, recovered) = Journal::open(&path).map_err(io(&path))?;
+            let (journal, recovered) = Journal::open(&path).map_err(|error| {
+                match error.get_ref().and_then(|e| e.downcast_ref::<crate::auction::journal::Damaged>()) {
+                    Some(damaged) => OpenError::Damaged(damaged.clone()),
+                    None => io(&path)(error),
+                }
+            })?;
             if recovered.dropped_bytes > 0 {
                 tracing_free_log(&format!(
                     "{}: dropped a torn last record ({} bytes)",

@@ -2,13 +2,16 @@
 //! `fsync` per group of records (group commit).
 //!
 //! Frame: `len: u32 LE` (payload bytes), `crc: u32 LE` (CRC-32 of the payload), payload. Readers stop at the
-//! first frame that is incomplete, too long or fails its checksum: that is a torn write from a crash in the middle
-//! of an append (the only way the last frame can be wrong, since every frame is written after the previous one
-//! was synced). [`Journal::open`] truncates the file there, so the next append starts on a clean boundary and a
-//! torn record is dropped, never misread.
+//! first frame that is incomplete, too long or fails its checksum. When nothing valid follows it, that is a torn
+//! write from a crash in the middle of an append (the only way the end of the file can be wrong, since every
+//! group of frames is written after the previous one was synced): [`Journal::open`] truncates the file there, so
+//! the next append starts on a clean boundary and a torn record is dropped, never misread. When a valid frame
+//! follows the bad one, the damage is in the middle (a flipped bit, a bad sector): the records after it were
+//! acknowledged, so `open` refuses with [`Damaged`] and leaves the file as it is; the operator decides (see
+//! `docs/AUCTION.md`, "Journal damage").
 //!
 //! ## Capacity
-//! One payload is at most [`MAX_RECORD`] bytes; a larger length field is read as a torn frame.
+//! One payload is 1 to [`MAX_RECORD`] bytes; a larger length field, or a length of 0, is read as a torn frame.
 //!
 //! ```
 //! use marquee_feeds::auction::journal::{decode_frames, encode_frame};
@@ -32,7 +35,7 @@ const FRAME_HEADER: usize = 8;
 
 /// Appends one frame holding `payload` to `out`.
 pub fn encode_frame(out: &mut Vec<u8>, payload: &[u8]) {
-    debug_assert!(payload.len() <= MAX_RECORD);
+    debug_assert!(!payload.is_empty() && payload.len() <= MAX_RECORD);
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
     out.extend_from_slice(payload);
@@ -46,7 +49,9 @@ pub fn decode_frames(bytes: &[u8]) -> (Vec<&[u8]>, usize) {
     while let Some(header) = bytes.get(at..at + FRAME_HEADER) {
         let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
         let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-        if len > MAX_RECORD {
+        // A payload is never empty: eight zero bytes (a length of 0 and the CRC-32 of nothing) are what a crash
+        // can leave in a file's unwritten tail, not a record.
+        if len == 0 || len > MAX_RECORD {
             break;
         }
         let Some(payload) = bytes.get(at + FRAME_HEADER..at + FRAME_HEADER + len) else { break };
@@ -58,6 +63,52 @@ pub fn decode_frames(bytes: &[u8]) -> (Vec<&[u8]>, usize) {
     }
     (out, at)
 }
+
+/// The first frame at or after `from` that is whole and passes its checksum, with a payload (a run of zero bytes,
+/// as a crash can leave in a file's unwritten tail, reads as empty frames and does not count).
+fn next_valid_frame(bytes: &[u8], from: usize) -> Option<usize> {
+    (from..bytes.len().saturating_sub(FRAME_HEADER)).find(|&at| {
+        let h = &bytes[at..at + FRAME_HEADER];
+        let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+        let crc = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+        len > 0
+            && len <= MAX_RECORD
+            && bytes.get(at + FRAME_HEADER..at + FRAME_HEADER + len).is_some_and(|p| crc32fast::hash(p) == crc)
+    })
+}
+
+/// A journal damaged before its end: valid records follow a frame that fails its checks. Its `Display` says
+/// where and how to go on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damaged {
+    /// The journal file.
+    pub path: PathBuf,
+    /// Byte offset of the first bad frame (the length of the good part before it).
+    pub offset: u64,
+    /// Valid records before the damage.
+    pub records_before: usize,
+    /// Byte offset of the first valid frame after the damage.
+    pub resumes_at: u64,
+    /// Valid records from there on (up to the next damage, if any).
+    pub records_after: usize,
+}
+
+impl std::fmt::Display for Damaged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let p = self.path.display();
+        write!(
+            f,
+            "journal {p} is damaged at byte {}: the frame there fails its length or checksum check, yet {} valid \
+             records follow from byte {} (after {} good records before the damage). Marquee does not drop \
+             acknowledged records on its own. Keep a copy of the file (cp {p} {p}.damaged), then either restore the \
+             data directory from a backup, or start from the records before the damage by cutting the file there \
+             (truncate -s {} {p}; the {} records after it are lost). See docs/AUCTION.md, \"Journal damage\".",
+            self.offset, self.records_after, self.resumes_at, self.records_before, self.offset, self.records_after
+        )
+    }
+}
+
+impl std::error::Error for Damaged {}
 
 /// An open journal positioned at its end.
 #[derive(Debug)]
@@ -79,13 +130,27 @@ pub struct Recovered {
 }
 
 impl Journal {
-    /// Opens (or creates) the journal at `path`, reads every valid record and cuts off a torn tail.
+    /// Opens (or creates) the journal at `path`, reads every valid record and cuts off a torn tail. A journal
+    /// damaged before its end is refused with an [`io::ErrorKind::InvalidData`] error wrapping [`Damaged`], and
+    /// left untouched.
     pub fn open(path: &Path) -> io::Result<(Journal, Recovered)> {
         let existed = path.exists();
         let mut file = OpenOptions::new().read(true).append(true).create(true).open(path)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
         let (records, valid_len) = decode_frames(&bytes);
+        if valid_len < bytes.len()
+            && let Some(resumes_at) = next_valid_frame(&bytes, valid_len + 1)
+        {
+            let damaged = Damaged {
+                path: path.to_owned(),
+                offset: valid_len as u64,
+                records_before: records.len(),
+                resumes_at: resumes_at as u64,
+                records_after: decode_frames(&bytes[resumes_at..]).0.len(),
+            };
+            return Err(io::Error::new(io::ErrorKind::InvalidData, damaged));
+        }
         let recovered = Recovered {
             records: records.into_iter().map(<[u8]>::to_vec).collect(),
             dropped_bytes: (bytes.len() - valid_len) as u64,
@@ -150,7 +215,7 @@ mod tests {
     fn journal_torn_last_record_is_dropped_at_every_cut() {
         let dir = temp_dir("torn");
         let path = dir.join("j.log");
-        let payloads: [&[u8]; 3] = [b"{\"a\":1}", b"", b"{\"last\":\"record, long enough\"}"];
+        let payloads: [&[u8]; 3] = [b"{\"a\":1}", b"2", b"{\"last\":\"record, long enough\"}"];
         let mut whole = Vec::new();
         let mut last_start = 0;
         for p in payloads {
@@ -190,6 +255,48 @@ mod tests {
             let (recs, valid) = decode_frames(&bad);
             assert_eq!((recs, valid), (vec![b"one".as_slice()], start), "byte {i}");
         }
+    }
+
+    /// A flipped byte anywhere before the last record stops the open with the offset, and leaves the file as it
+    /// was; the same damage in the last record is a torn tail and is cut.
+    #[test]
+    fn journal_damage_before_the_last_record_is_refused_never_truncated() {
+        let dir = temp_dir("damaged");
+        let path = dir.join("j.log");
+        let mut whole = Vec::new();
+        let mut starts = Vec::new();
+        for i in 0..50 {
+            starts.push(whole.len());
+            encode_frame(&mut whole, format!("{{\"bid\":{i},\"amount\":\"100.00\"}}").as_bytes());
+        }
+        let last = *starts.last().unwrap();
+        for i in (0..last).step_by(7) {
+            let mut bad = whole.clone();
+            bad[i] ^= 0x01;
+            std::fs::write(&path, &bad).unwrap();
+            let err = Journal::open(&path).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData, "byte {i}");
+            let damaged = err.get_ref().and_then(|e| e.downcast_ref::<Damaged>()).expect("a Damaged error");
+            let record = starts.iter().rposition(|&s| s <= i).unwrap();
+            assert_eq!(damaged.offset, starts[record] as u64, "byte {i}");
+            assert_eq!(damaged.records_before, record, "byte {i}");
+            assert_eq!(damaged.records_after, 49 - record, "byte {i}");
+            assert!(err.to_string().contains(&format!("truncate -s {} ", starts[record])), "{err}");
+            assert_eq!(std::fs::read(&path).unwrap(), bad, "the file is left as it was (byte {i})");
+        }
+        let mut bad = whole.clone();
+        bad[last + 9] ^= 0x01;
+        std::fs::write(&path, &bad).unwrap();
+        let (_, rec) = Journal::open(&path).unwrap();
+        assert_eq!(rec.records.len(), 49);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), last as u64);
+        // A crash can leave zeros where the last group of frames should be: still a torn tail.
+        let mut zeros = whole.clone();
+        zeros.extend_from_slice(&[0; 4096]);
+        std::fs::write(&path, &zeros).unwrap();
+        let (_, rec) = Journal::open(&path).unwrap();
+        assert_eq!((rec.records.len(), rec.dropped_bytes), (50, 4096));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -77,8 +77,18 @@ impl std::error::Error for AmountError {}
 /// assert_eq!(parse_amount("1.001"), Err(AmountError::TooPrecise));
 /// assert_eq!(parse_amount("-3"), Err(AmountError::NotPositive));
 /// assert_eq!(parse_amount("1e3"), Err(AmountError::NotANumber));
+/// assert_eq!(parse_amount(" 100"), Err(AmountError::NotANumber));
+/// assert_eq!(parse_amount("+100"), Err(AmountError::NotANumber));
 /// ```
 pub fn parse_amount(s: &str) -> Result<Price, AmountError> {
+    // Digits with at most one point: no sign, no spaces, no exponent (the price parser, which also reads files,
+    // is more lenient).
+    if s.is_empty()
+        || s.bytes().filter(|&b| b == b'.').count() > 1
+        || !s.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+    {
+        return Err(if s.starts_with('-') { AmountError::NotPositive } else { AmountError::NotANumber });
+    }
     let p: Price = s.parse().map_err(|e| match e {
         ParsePriceError::TooPrecise => AmountError::TooPrecise,
         ParsePriceError::OutOfRange => AmountError::TooLarge,

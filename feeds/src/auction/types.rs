@@ -217,6 +217,8 @@ pub enum OpenError {
     Locked {
         path: PathBuf,
     },
+    /// A journal is damaged before its end (see [`crate::auction::journal::Damaged`]): nothing was changed.
+    Damaged(crate::auction::journal::Damaged),
 }
 
 impl fmt::Display for OpenError {
@@ -230,6 +232,7 @@ impl fmt::Display for OpenError {
                 write!(f, "{}: record {index} is unreadable: {error}", path.display())
             }
             OpenError::Locked { path } => write!(f, "{} is in use by another marquee", path.display()),
+            OpenError::Damaged(d) => d.fmt(f),
         }
     }
 }
