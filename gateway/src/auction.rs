@@ -134,10 +134,27 @@ pub fn verify(s: &AppState, token: &str) -> Result<Claims, ApiError> {
         .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", e.to_string()))
 }
 
-async fn read_json<T: DeserializeOwned>(body: Body, limit: usize) -> Result<T, ApiError> {
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+/// Reads a whole request body of at most `limit` bytes: 413 `body_too_large` past it, 408 `request_timeout` when
+/// the body did not arrive within `--body-timeout` (a client trickling or stalling its upload).
+pub(crate) async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(err) = source {
+            if err.is::<tower_http::timeout::TimeoutError>() {
+                return ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    "the request body did not arrive in time".to_owned(),
+                );
+            }
+            source = err.source();
+        }
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("bodies are at most {limit} bytes"))
-    })?;
+    })
+}
+
+async fn read_json<T: DeserializeOwned>(body: Body, limit: usize) -> Result<T, ApiError> {
+    let bytes = read_body(body, limit).await?;
     serde_json::from_slice(&bytes).map_err(|e| {
         let code = if e.is_data() { "bad_request" } else { "bad_json" };
         ApiError::new(StatusCode::BAD_REQUEST, code, e.to_string())
@@ -376,13 +393,7 @@ pub fn require_publisher(claims: &Claims) -> Result<(), ApiError> {
 async fn publish(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let claims = authenticate(&s, &headers)?;
     require_publisher(&claims)?;
-    let bytes = axum::body::to_bytes(body, MAX_PUBLISH_BODY).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("bodies are at most {MAX_PUBLISH_BODY} bytes"),
-        )
-    })?;
+    let bytes = read_body(body, MAX_PUBLISH_BODY).await?;
     let events = parse_publish(&bytes)?;
     Ok(json(StatusCode::OK, &publish_events(&s, events)?))
 }

@@ -108,6 +108,13 @@ pub struct ServeArgs {
     /// Drop a connection whose socket accepts no data for this long.
     #[arg(long, env = "MARQUEE_WRITE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub write_timeout: Duration,
+    /// Close an HTTP connection that has not sent a whole request head this long after it opened or after its
+    /// last response (slow or silent clients; idle keep-alive connections).
+    #[arg(long, env = "MARQUEE_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
+    /// Answer 408 to a request whose body has not arrived whole within this time.
+    #[arg(long, env = "MARQUEE_BODY_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub body_timeout: Duration,
     /// Bad frames tolerated per 10 s before a connection is closed with 1008.
     #[arg(long, env = "MARQUEE_MAX_ERRORS", default_value_t = 20)]
     pub max_errors: u32,
@@ -238,6 +245,8 @@ pub struct Config {
     pub ping_interval: Duration,
     pub idle_timeout: Duration,
     pub write_timeout: Duration,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
     pub log: String,
     /// `None`: demo mode, a random secret per run.
     pub auth_secret: Option<String>,
@@ -313,6 +322,9 @@ impl Config {
         if serve.signalr_keep_alive.is_zero() || serve.signalr_client_timeout <= serve.signalr_keep_alive {
             bail!("--signalr-client-timeout must be longer than --signalr-keep-alive, which must be > 0");
         }
+        if serve.header_timeout.is_zero() || serve.body_timeout.is_zero() {
+            bail!("--header-timeout and --body-timeout must be > 0");
+        }
         if serve.signalr_handshake_timeout.is_zero() || serve.signalr_poll_timeout.is_zero() {
             bail!("--signalr-handshake-timeout and --signalr-poll-timeout must be > 0");
         }
@@ -352,6 +364,8 @@ impl Config {
             ping_interval: serve.ping_interval,
             idle_timeout: serve.idle_timeout,
             write_timeout: serve.write_timeout,
+            header_timeout: serve.header_timeout,
+            body_timeout: serve.body_timeout,
             log: serve.log,
             auth_secret: serve.auth_secret,
             auction: marquee_feeds::auction::AuctionConfig {

@@ -7,7 +7,6 @@ use crate::{auction, http, quic, signalr, ws};
 use anyhow::Context;
 use axum::Router;
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use marquee_engine::{Engine, EngineConfig, Hub};
 use marquee_feeds::auction::AuctionHouse;
 use std::sync::Arc;
@@ -137,21 +136,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         engine.epoch()
     );
 
-    // No Nagle: a batch is written as soon as it is built (batching already happened in the engine); with Nagle a
-    // small frame waits for the previous one's ACK, which delayed ACK can hold for 40 ms.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("cannot set TCP_NODELAY: {e}");
-        }
-    });
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let app = app.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(config.body_timeout));
+    let server = serve_http(listener, app, config.header_timeout, async move {
         wait_for_signal().await;
         tracing::info!("shutting down: closing connections with 1001");
         let _ = shutdown_tx.send(true);
     });
     let mut feed_failed = None;
     tokio::select! {
-        r = server => r.context("server failed")?,
+        () = server => {}
         e = feed.failed() => feed_failed = Some(e),
     }
     stop.store(true, Ordering::Release);
@@ -168,6 +161,76 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How long requests in flight (a poll, an SSE stream, a half-sent request) may keep running after shutdown
+/// began; WebSocket and SignalR sessions are told to close with 1001 at once.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Serves HTTP/1.1 (WebSocket upgrades included) on `listener` until `stop` resolves, then stops accepting and
+/// gives requests in flight [`SHUTDOWN_GRACE`] to end.
+///
+/// A connection must send a whole request head within `header_timeout` of opening and of each response (hyper's
+/// header read timeout, which starts at once and runs again while a keep-alive connection is idle), so silent
+/// or trickling clients cannot hold sockets and file descriptors (slowloris). `axum::serve` offers no such
+/// timeout, hence this loop.
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    header_timeout: Duration,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    let (closing_tx, closing) = watch::channel(false);
+    let tracker = tokio_util::task::TaskTracker::new();
+    tokio::pin!(stop);
+    loop {
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // Out of file descriptors or a connection reset before accept: wait a little, as axum::serve
+                    // does, instead of spinning.
+                    tracing::debug!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        // No Nagle: a batch is written as soon as it is built (batching already happened in the engine); with
+        // Nagle a small frame waits for the previous one's ACK, which delayed ACK can hold for 40 ms.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY: {e}");
+        }
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(app.clone()))
+            .with_upgrades();
+        let mut closing = closing.clone();
+        tracker.spawn(async move {
+            let mut conn = std::pin::pin!(conn);
+            let ended = tokio::select! {
+                ended = conn.as_mut() => ended,
+                _ = closing.changed() => {
+                    // Finish the request in flight, take no other (an upgraded connection has left already).
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = ended {
+                tracing::debug!("http connection ended: {e}");
+            }
+        });
+    }
+    drop(listener);
+    let _ = closing_tx.send(true);
+    tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
+        tracing::info!("shutdown: gave up on requests still in flight after {SHUTDOWN_GRACE:?}");
+    }
 }
 
 async fn wait_for_signal() {

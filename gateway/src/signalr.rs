@@ -667,16 +667,15 @@ async fn send(
             _ => inner.posting = true,
         }
     }
-    let bytes = axum::body::to_bytes(body, MAX_POST_BODY).await;
+    let bytes = crate::auction::read_body(body, MAX_POST_BODY).await;
     let mut inner = lock(&conn.inner);
     inner.posting = false;
-    let Ok(bytes) = bytes else {
-        drop(inner);
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("the body could not be read, or is over {MAX_POST_BODY} bytes"),
-        ));
+    let bytes = match bytes {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            drop(inner);
+            return Err(e);
+        }
     };
     if inner.transport.is_none() {
         // Before the first poll or SSE request: kept until a transport claims the connection.

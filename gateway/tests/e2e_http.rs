@@ -116,3 +116,58 @@ async fn e2e_silent_client_is_closed_with_4000_after_idle_timeout() {
     assert_eq!(u16::from(close.code), 4000);
     assert_eq!(close.reason.as_str(), "idle timeout");
 }
+
+/// Slowloris: a silent connection, a half-sent request head and a half-sent body are closed after the header
+/// and body timeouts, and a connection left idle after its response too, so they cannot pile up.
+#[tokio::test]
+async fn e2e_silent_and_trickling_http_clients_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start(&["--header-timeout", "1s", "--body-timeout", "1s"]);
+    let open = || tokio::net::TcpStream::connect(server.addr);
+    let mut silent = open().await.unwrap();
+    let mut half_head = open().await.unwrap();
+    half_head.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut half_body = open().await.unwrap();
+    let head = "POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n";
+    half_body.write_all(format!("{head}{{\"na").as_bytes()).await.unwrap();
+    let mut idle = open().await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let t0 = Instant::now();
+    let mut answers = Vec::new();
+    for (name, s) in
+        [("silent", &mut silent), ("half head", &mut half_head), ("half body", &mut half_body), ("idle", &mut idle)]
+    {
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "the {name} connection is still open after 5 s");
+        answers.push(String::from_utf8_lossy(&buf).into_owned());
+    }
+    assert!(t0.elapsed() < Duration::from_secs(4), "closed only after {:?}", t0.elapsed());
+    assert!(answers[2].starts_with("HTTP/1.1 408"), "half body: {}", answers[2]);
+    assert!(answers[2].contains("\"request_timeout\""), "half body: {}", answers[2]);
+    assert!(answers[3].starts_with("HTTP/1.1 200"), "idle: {}", answers[3]);
+}
+
+/// A half-sent request does not keep the process alive after SIGTERM.
+#[tokio::test]
+async fn e2e_sigterm_does_not_wait_for_half_sent_requests() {
+    use tokio::io::AsyncWriteExt;
+    let mut server = Server::start(&[]);
+    let mut held = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    held.write_all(b"POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{").await.unwrap();
+    let mut half_head = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    half_head.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t0 = Instant::now();
+    let status = std::process::Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let code = loop {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "server still running 5 s after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(code.code(), Some(0));
+    drop((held, half_head));
+}
