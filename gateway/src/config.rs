@@ -160,9 +160,14 @@ pub struct ServeArgs {
     #[arg(long, env = "MARQUEE_SIGNALR_POLL_TIMEOUT", default_value = "90s", value_parser = humantime::parse_duration)]
     pub signalr_poll_timeout: Duration,
     /// SignalR stateful reconnect: bytes of unacknowledged messages kept per connection to send again after a
-    /// dropped WebSocket (clients acknowledge about once a second; past this, topics wait and conflate).
-    #[arg(long, env = "MARQUEE_SIGNALR_RECONNECT_BUFFER", default_value_t = 1 << 20)]
+    /// dropped WebSocket (clients acknowledge about once a second; past this, topics wait and conflate). ASP.NET
+    /// Core's default.
+    #[arg(long, env = "MARQUEE_SIGNALR_RECONNECT_BUFFER", default_value_t = 100_000)]
     pub signalr_reconnect_buffer: usize,
+    /// SignalR stateful reconnect: bytes all connections' buffers may hold together; past it, connections holding
+    /// unacknowledged bytes take no new topic messages until their clients acknowledge.
+    #[arg(long, env = "MARQUEE_SIGNALR_RECONNECT_BUFFER_TOTAL", default_value_t = 256 << 20)]
+    pub signalr_reconnect_buffer_total: usize,
     /// Origins allowed to call the SignalR hub from the browser (CORS with credentials), comma-separated, e.g.
     /// `https://app.example.com,http://localhost:3000`. `*` alone allows any origin without credentials (browser
     /// clients must then not send any: SignalR JS `withCredentials: false`).
@@ -274,8 +279,9 @@ pub struct SignalrConfig {
     pub client_timeout: Duration,
     pub handshake_timeout: Duration,
     pub poll_timeout: Duration,
-    /// Stateful reconnect buffer, bytes.
+    /// Stateful reconnect buffer, bytes, per connection and for all together.
     pub reconnect_buffer: usize,
+    pub reconnect_buffer_total: usize,
 }
 
 impl Config {
@@ -383,6 +389,7 @@ impl Config {
                 handshake_timeout: serve.signalr_handshake_timeout,
                 poll_timeout: serve.signalr_poll_timeout,
                 reconnect_buffer: serve.signalr_reconnect_buffer,
+                reconnect_buffer_total: serve.signalr_reconnect_buffer_total,
             },
             cors_origins,
         })

@@ -56,7 +56,13 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
         crate::config::Source::Replay(o) => o.progress.get(),
         crate::config::Source::Synthetic { .. } => 0,
     };
-    let rows: [(&str, &str, &str, f64); 17] = [
+    let rows: [(&str, &str, &str, f64); 18] = [
+        (
+            "marquee_signalr_reconnect_buffer_bytes",
+            "gauge",
+            "Bytes the SignalR stateful-reconnect buffers hold together (--signalr-reconnect-buffer-total bounds it).",
+            s.replay_budget.used() as f64,
+        ),
         (
             "marquee_connections",
             "gauge",

@@ -40,6 +40,8 @@ pub struct AppState {
     pub quic: Option<quic::QuicInfo>,
     /// Negotiated SignalR connections.
     pub signalr: signalr::Registry,
+    /// What the SignalR stateful-reconnect buffers hold together, against `--signalr-reconnect-buffer-total`.
+    pub replay_budget: Arc<marquee_protocol::ReplayBudget>,
 }
 
 /// Runs the server until SIGINT or SIGTERM.
@@ -102,6 +104,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         limiter: BidLimiter::new(config.bid_quota),
         quic: quic_endpoint.as_ref().map(|(_, info)| info.clone()),
         signalr: signalr::Registry::default(),
+        replay_budget: marquee_protocol::ReplayBudget::new(config.signalr.reconnect_buffer_total),
     });
     let quic_task = quic_endpoint.map(|(endpoint, info)| {
         let demo = if config.tls.is_none() { "self-signed for this run, " } else { "" };

@@ -194,7 +194,7 @@ async fn negotiate(
     // Stateful reconnect (WebSockets only, as in ASP.NET Core): offered when the client asks.
     let stateful = query.get("useStatefulReconnect").is_some_and(|v| v == "true");
     if stateful {
-        session.enable_stateful_reconnect(state.config.signalr.reconnect_buffer);
+        session.enable_stateful_reconnect(state.config.signalr.reconnect_buffer, state.replay_budget.clone());
     }
     let (ops_tx, ops_rx) = mpsc::unbounded_channel();
     let now = Instant::now();

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 /// Invocations waiting for an asynchronous answer (bids) at once; more are refused.
@@ -58,11 +59,38 @@ struct HubState {
     replay: Option<Box<Replay>>,
 }
 
+/// The bytes every connection's stateful-reconnect buffer holds, against a limit for all of them together, so
+/// many clients that never acknowledge cannot take the server's memory (each is also bounded on its own).
+#[derive(Debug)]
+pub struct ReplayBudget {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+impl ReplayBudget {
+    /// A budget of `limit` bytes for all buffers together.
+    pub fn new(limit: usize) -> Arc<ReplayBudget> {
+        Arc::new(ReplayBudget { used: AtomicUsize::new(0), limit })
+    }
+
+    /// Bytes held now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn exhausted(&self) -> bool {
+        self.used() > self.limit
+    }
+}
+
 /// Stateful reconnect (SignalR, .NET 8+): the trackable messages (Invocation, StreamItem, Completion) the server
 /// sent and the client has not acknowledged, kept to be sent again on a new socket; and the numbering of the
 /// client's messages, so its resent ones are handled once.
 #[derive(Debug, Default)]
 struct Replay {
+    /// The budget of all connections' buffers, and how much of it this one holds.
+    budget: Option<Arc<ReplayBudget>>,
+    charged: usize,
     /// Unacknowledged bytes kept before the connection stops taking new messages from its topics (they wait in
     /// the rings meanwhile, where conflation and the slow-consumer rules apply as usual).
     limit: usize,
@@ -105,6 +133,26 @@ impl Replay {
         }
     }
 
+    /// Brings the budget up to date with what the buffer holds.
+    fn settle(&mut self) {
+        let held = self.unacked_bytes();
+        if let Some(b) = &self.budget {
+            if held > self.charged {
+                b.used.fetch_add(held - self.charged, Ordering::Relaxed);
+            } else {
+                b.used.fetch_sub(self.charged - held, Ordering::Relaxed);
+            }
+        }
+        self.charged = held;
+    }
+
+    /// True when no new topic messages may be taken: this buffer is over its own limit, or the buffers together
+    /// are over theirs and this one holds something (a connection with nothing unacknowledged may always send).
+    fn paused(&self) -> bool {
+        let held = self.unacked_bytes();
+        held > self.limit || (held > 0 && self.budget.as_ref().is_some_and(|b| b.exhausted()))
+    }
+
     /// The client has everything up to id `n`.
     fn ack(&mut self, n: u64) {
         while self.first_id <= n && self.starts.pop_front().is_some() {
@@ -114,6 +162,10 @@ impl Replay {
             None => {
                 self.buf.clear();
                 self.head = 0;
+                // Give back what a burst grew the buffer to.
+                if self.buf.capacity() > 64 * 1024 {
+                    self.buf.shrink_to(64 * 1024);
+                }
             }
             Some(&at) => {
                 self.head = at;
@@ -128,6 +180,14 @@ impl Replay {
 
     fn unacked_bytes(&self) -> usize {
         self.buf.len() - self.head
+    }
+}
+
+impl Drop for Replay {
+    fn drop(&mut self) {
+        if let Some(b) = &self.budget {
+            b.used.fetch_sub(self.charged, Ordering::Relaxed);
+        }
     }
 }
 
@@ -413,6 +473,7 @@ impl HubSession {
                 }
                 ty::ACK => {
                     r.ack(m.sequence_id.unwrap_or(0));
+                    r.settle();
                     self.c.sub.signal().schedule();
                     return;
                 }
@@ -700,10 +761,12 @@ impl HubSession {
     }
 
     /// SignalR: turns on stateful reconnect (negotiated with `useStatefulReconnect`): trackable messages are kept
-    /// until the client acknowledges them, up to `limit` bytes, and [`HubSession::resume`] sends them again on a new
-    /// socket.
-    pub fn enable_stateful_reconnect(&mut self, limit: usize) {
-        self.hub.replay = Some(Box::new(Replay { limit, first_id: 1, ..Replay::default() }));
+    /// until the client acknowledges them, up to `limit` bytes for this connection and `budget` for all together,
+    /// and [`HubSession::resume`] sends them again on a new socket.
+    pub fn enable_stateful_reconnect(&mut self, limit: usize, budget: Arc<ReplayBudget>) {
+        let mut replay = Box::new(Replay::default());
+        (replay.limit, replay.first_id, replay.budget) = (limit, 1, Some(budget));
+        self.hub.replay = Some(replay);
     }
 
     /// SignalR stateful reconnect: the first frame for a new socket of this connection: a Sequence message with
@@ -731,11 +794,11 @@ impl HubSession {
         if r.ack_due {
             r.ack_due = false;
             let ack = format!("{{\"type\":8,\"sequenceId\":{}}}", r.last_in);
-            let paused = r.unacked_bytes() > r.limit;
+            let paused = r.paused();
             self.batch.push_hub_message(ack.as_bytes());
             return paused;
         }
-        r.unacked_bytes() > r.limit
+        r.paused()
     }
 
     /// Stateful reconnect: keeps what the batch about to be cleared held.
@@ -743,6 +806,7 @@ impl HubSession {
         let msgpack = self.batch.framing().is_msgpack();
         if let (Some(r), Some(frame)) = (self.hub.replay.as_mut(), self.in_flight.take()) {
             r.record(&frame, msgpack);
+            r.settle();
         }
     }
 
@@ -892,7 +956,7 @@ mod tests {
         }
         // Below version 2 there is no Ack or Sequence, so no stateful reconnect even when negotiated.
         let mut s = HubSession::new(engine.clone(), SessionConfig::default());
-        s.enable_stateful_reconnect(1 << 20);
+        s.enable_stateful_reconnect(1 << 20, ReplayBudget::new(usize::MAX));
         s.handle_frame(b"{\"protocol\":\"json\",\"version\":1}\x1e", Instant::now());
         recv(&mut s);
         assert!(s.resume().is_none());
@@ -995,7 +1059,7 @@ mod tests {
         let mut w = engine.create_topic("ticks.AAPL").unwrap();
         w.publish_tick(&tick(1), 1).unwrap();
         let mut s = HubSession::new(engine.clone(), SessionConfig::default());
-        s.enable_stateful_reconnect(1 << 20);
+        s.enable_stateful_reconnect(1 << 20, ReplayBudget::new(usize::MAX));
         s.handle_frame(b"{\"protocol\":\"json\",\"version\":2}\x1e", Instant::now());
         let sub = b"{\"type\":1,\"invocationId\":\"s\",\"target\":\"Subscribe\",\"arguments\":[[\"ticks.AAPL\"]]}\x1e";
         s.handle_frame(sub, Instant::now());
@@ -1038,7 +1102,7 @@ mod tests {
         let engine = Engine::new(EngineConfig::default());
         let mut w = engine.create_topic("ticks.AAPL").unwrap();
         let mut s = HubSession::new(engine.clone(), SessionConfig::default());
-        s.enable_stateful_reconnect(300);
+        s.enable_stateful_reconnect(300, ReplayBudget::new(usize::MAX));
         s.handle_frame(b"{\"protocol\":\"json\",\"version\":2}\x1e", Instant::now());
         let sub = b"{\"type\":1,\"invocationId\":\"s\",\"target\":\"Subscribe\",\"arguments\":[[\"ticks.AAPL\"]]}\x1e";
         s.handle_frame(sub, Instant::now());
@@ -1052,6 +1116,44 @@ mod tests {
         assert!(recv(&mut s).is_empty(), "over the buffer: nothing new until an Ack");
         s.handle_frame(b"{\"type\":8,\"sequenceId\":100}\x1e", Instant::now());
         assert!(!recv(&mut s).is_empty(), "the Ack frees the buffer");
+    }
+
+    /// Connections that never acknowledge stop taking topic messages once their buffers together pass the shared
+    /// budget, even though each is under its own limit; an Ack and a connection's end give the bytes back.
+    #[test]
+    fn signalr_stateful_reconnect_buffers_share_a_total_budget() {
+        let engine = Engine::new(EngineConfig::default());
+        let mut w = engine.create_topic("ticks.AAPL").unwrap();
+        let budget = ReplayBudget::new(600);
+        let mut sessions: Vec<HubSession> = (0..3)
+            .map(|_| {
+                let mut s = HubSession::new(engine.clone(), SessionConfig::default());
+                s.enable_stateful_reconnect(1 << 20, budget.clone());
+                s.handle_frame(b"{\"protocol\":\"json\",\"version\":2}\x1e", Instant::now());
+                let sub = b"{\"type\":1,\"invocationId\":\"s\",\"target\":\"Subscribe\",\"arguments\":[[\"ticks.AAPL\"]]}\x1e";
+                s.handle_frame(sub, Instant::now());
+                recv(&mut s);
+                s
+            })
+            .collect();
+        assert!(budget.used() > 0 && budget.used() <= 600, "the snapshots are held: {}", budget.used());
+        for round in 0..4 {
+            w.publish_tick(&tick(round + 1), round).unwrap();
+            for s in &mut sessions {
+                recv(s);
+            }
+        }
+        let held = budget.used();
+        assert!(held > 600, "past the budget after a few rounds: {held}");
+        w.publish_tick(&tick(50), 50).unwrap();
+        for s in &mut sessions {
+            assert!(recv(s).is_empty(), "over the total budget: nothing new until an Ack");
+        }
+        assert_eq!(budget.used(), held, "nothing more was buffered");
+        sessions[0].handle_frame(b"{\"type\":8,\"sequenceId\":1000}\x1e", Instant::now());
+        assert!(budget.used() < held, "an Ack gives bytes back");
+        sessions.clear();
+        assert_eq!(budget.used(), 0, "closed connections give everything back");
     }
 
     #[test]

@@ -21,6 +21,6 @@ pub mod msgpack;
 pub mod native;
 
 pub use conn::{AppOp, CloseReason, Connection, Identity, SessionConfig, Timers, code};
-pub use hub::HubSession;
+pub use hub::{HubSession, ReplayBudget};
 pub use hub_framing::{HubFraming, HubStream};
 pub use native::Session;
