@@ -123,6 +123,9 @@ pub(crate) enum Incoming {
     Heard,
     /// The client went away, or broke the transport's framing; the transport closes as it must.
     Gone,
+    /// The client broke the transport's rules in a way it is told about before the connection closes (a
+    /// WebSocket message too large, not UTF-8, or against the protocol: 1009, 1007, 1002).
+    Violation(CloseReason),
 }
 
 /// A duplex transport under [`run`]: the frames of a session of type `C` in, its batches out.
@@ -258,6 +261,10 @@ pub(crate) async fn run<C: Connection + Send, T: Transport<C> + Send>(
                         }
                         Some(Incoming::Heard) => session.heard(now),
                         Some(Incoming::Gone) => return Ended::Lost,
+                        Some(Incoming::Violation(reason)) => {
+                            session.close(reason);
+                            break;
+                        }
                         None => break,
                     }
                     next = transport.recv_now();

@@ -115,6 +115,18 @@ impl<C: Connection> Transport<C> for Ws {
     }
 }
 
+/// The close a read error calls for, when the client broke the WebSocket rules (RFC 6455 section 7.4.1) rather
+/// than went away.
+fn violation(e: axum::Error) -> Option<CloseReason> {
+    let e = e.into_inner().downcast::<tungstenite::Error>().ok()?;
+    match *e {
+        tungstenite::Error::Capacity(c) => Some(CloseReason::MessageTooLarge(c.to_string())),
+        tungstenite::Error::Utf8(_) => Some(CloseReason::InvalidPayload("a text message that is not UTF-8".into())),
+        tungstenite::Error::Protocol(p) => Some(CloseReason::ProtocolError(p.to_string())),
+        _ => None,
+    }
+}
+
 impl Ws {
     pub(crate) fn new(socket: WebSocket) -> Ws {
         Ws { socket, closed_by_client: false }
@@ -137,7 +149,7 @@ impl Ws {
             None => Incoming::Gone,
             Some(Err(e)) => {
                 tracing::debug!("websocket read error: {e}");
-                Incoming::Gone
+                violation(e).map_or(Incoming::Gone, Incoming::Violation)
             }
         }
     }

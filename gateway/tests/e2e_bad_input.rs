@@ -73,3 +73,33 @@ async fn e2e_sustained_abuse_is_closed_with_1008() {
     assert_eq!(u16::from(close.code), 1008);
     assert!(close.reason.contains("bad frames"), "{}", close.reason);
 }
+
+/// A WebSocket message past the hard size limit, a text message that is not UTF-8, and a frame against the protocol
+/// each get the close code RFC 6455 names (1009, 1007, 1002) before the connection ends, and other clients carry on.
+#[tokio::test]
+async fn e2e_broken_websocket_frames_are_closed_with_their_codes() {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let server = Server::start(&[]);
+    let mut bystander = connect(&server, None).await;
+    send(&mut bystander, json!({"op":"subscribe","id":1,"topics":["ticks.AAPL"]})).await;
+    events_until(&mut bystander, 5, |e| e["type"] == "snapshot").await;
+    let too_large = Message::Binary(vec![b'x'; 2 << 20].into());
+    let not_utf8 = Message::Frame(Frame::message(vec![0xff, 0xfe, 0x22], OpCode::Data(Data::Text), true));
+    let reserved_opcode = Message::Frame(Frame::message(vec![1, 2, 3], OpCode::Data(Data::Reserved(3)), true));
+    for (frame, want) in [(too_large, 1009), (not_utf8, 1007), (reserved_opcode, 1002)] {
+        let mut ws = connect(&server, None).await;
+        // The server may close while a large frame is still being written.
+        let _ = ws.send(frame).await;
+        let close = loop {
+            match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("closed within 5 s") {
+                Some(Ok(Message::Close(Some(f)))) => break f,
+                Some(Ok(_)) => continue,
+                other => panic!("expected a close frame with {want}, got {other:?}"),
+            }
+        };
+        assert_eq!(u16::from(close.code), want, "{}", close.reason);
+    }
+    let live = events_until(&mut bystander, 5, |e| e["type"] == "tick").await;
+    assert!(live.iter().any(|e| e["type"] == "tick"), "the other client still gets ticks");
+}

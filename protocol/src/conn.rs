@@ -73,8 +73,11 @@ pub enum CloseReason {
     HandshakeFailed(String),
     /// 1002: SignalR: a hub message that is not valid; the reason starts with a stable code.
     ProtocolError(String),
-    /// 1009: SignalR: a hub message over the size limit.
+    /// 1009: a message over the size limit (a SignalR hub message, or a WebSocket message over the transport's
+    /// hard limit).
     MessageTooLarge(String),
+    /// 1007: a WebSocket text message that is not UTF-8.
+    InvalidPayload(String),
 }
 
 impl CloseReason {
@@ -88,6 +91,7 @@ impl CloseReason {
             CloseReason::Normal => 1000,
             CloseReason::HandshakeFailed(_) | CloseReason::ProtocolError(_) => 1002,
             CloseReason::MessageTooLarge(_) => 1009,
+            CloseReason::InvalidPayload(_) => 1007,
         }
     }
 
@@ -112,6 +116,7 @@ impl fmt::Display for CloseReason {
             CloseReason::HandshakeFailed(why) => write!(f, "handshake failed: {why}"),
             CloseReason::ProtocolError(why) => write!(f, "protocol error: {why}"),
             CloseReason::MessageTooLarge(why) => write!(f, "message too large: {why}"),
+            CloseReason::InvalidPayload(why) => write!(f, "invalid payload: {why}"),
         }
     }
 }
