@@ -90,6 +90,13 @@ pub struct ServeArgs {
     /// Most WebSocket connections held at once; 0 = as many as the open-files limit allows.
     #[arg(long, env = "MARQUEE_MAX_CONNECTIONS", default_value_t = 0)]
     pub max_connections: usize,
+    /// SignalR negotiations not yet claimed by a transport, held apart from the connection limit (they expire
+    /// after `--signalr-handshake-timeout`): a flood of negotiations cannot take the slots of live connections.
+    #[arg(long, env = "MARQUEE_MAX_PENDING_NEGOTIATIONS", default_value_t = 10_000)]
+    pub max_pending_negotiations: usize,
+    /// Of those, how many one client address may hold.
+    #[arg(long, env = "MARQUEE_MAX_PENDING_NEGOTIATIONS_PER_IP", default_value_t = 100)]
+    pub max_pending_negotiations_per_ip: usize,
     /// Most topics one connection may subscribe to.
     #[arg(long, env = "MARQUEE_MAX_TOPICS", default_value_t = 256)]
     pub max_topics: usize,
@@ -247,6 +254,8 @@ pub struct Config {
     pub session: SessionConfig,
     /// 0 = derive from the open-files limit at start.
     pub max_connections: usize,
+    pub max_pending_negotiations: usize,
+    pub max_pending_negotiations_per_ip: usize,
     pub ping_interval: Duration,
     pub idle_timeout: Duration,
     pub write_timeout: Duration,
@@ -367,6 +376,8 @@ impl Config {
             user_ring: RingConfig { capacity: serve.user_ring_capacity, ..RingConfig::PRIVATE },
             session: SessionConfig { limits, max_errors: serve.max_errors, ..SessionConfig::default() },
             max_connections: serve.max_connections,
+            max_pending_negotiations: serve.max_pending_negotiations,
+            max_pending_negotiations_per_ip: serve.max_pending_negotiations_per_ip,
             ping_interval: serve.ping_interval,
             idle_timeout: serve.idle_timeout,
             write_timeout: serve.write_timeout,

@@ -56,7 +56,19 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
         crate::config::Source::Replay(o) => o.progress.get(),
         crate::config::Source::Synthetic { .. } => 0,
     };
-    let rows: [(&str, &str, &str, f64); 18] = [
+    let rows: [(&str, &str, &str, f64); 20] = [
+        (
+            "marquee_signalr_pending_negotiations",
+            "gauge",
+            "SignalR negotiations no transport has claimed yet (--max-pending-negotiations bounds them).",
+            s.pending.total() as f64,
+        ),
+        (
+            "marquee_signalr_negotiations_refused_total",
+            "counter",
+            "SignalR negotiations refused with 503 too_many_negotiations.",
+            s.pending.refused() as f64,
+        ),
         (
             "marquee_signalr_reconnect_buffer_bytes",
             "gauge",

@@ -42,6 +42,8 @@ pub struct AppState {
     pub signalr: signalr::Registry,
     /// What the SignalR stateful-reconnect buffers hold together, against `--signalr-reconnect-buffer-total`.
     pub replay_budget: Arc<marquee_protocol::ReplayBudget>,
+    /// SignalR negotiations no transport claimed yet, in all and per client address.
+    pub pending: signalr::Pending,
 }
 
 /// Runs the server until SIGINT or SIGTERM.
@@ -105,6 +107,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         quic: quic_endpoint.as_ref().map(|(_, info)| info.clone()),
         signalr: signalr::Registry::default(),
         replay_budget: marquee_protocol::ReplayBudget::new(config.signalr.reconnect_buffer_total),
+        pending: signalr::Pending::default(),
     });
     let quic_task = quic_endpoint.map(|(endpoint, info)| {
         let demo = if config.tls.is_none() { "self-signed for this run, " } else { "" };
@@ -189,9 +192,9 @@ async fn serve_http(
     let tracker = tokio_util::task::TaskTracker::new();
     tokio::pin!(stop);
     loop {
-        let tcp = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors or a connection reset before accept: wait a little, as axum::serve
                     // does, instead of spinning.
@@ -210,7 +213,7 @@ async fn serve_http(
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(header_timeout)
-            .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(app.clone()))
+            .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(with_peer(app.clone(), peer)))
             .with_upgrades();
         let mut closing = closing.clone();
         tracker.spawn(async move {
@@ -234,6 +237,23 @@ async fn serve_http(
     if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
         tracing::info!("shutdown: gave up on requests still in flight after {SHUTDOWN_GRACE:?}");
     }
+}
+
+/// `app` with the client's address in every request's extensions, as `axum::extract::ConnectInfo`.
+fn with_peer(
+    app: Router,
+    peer: std::net::SocketAddr,
+) -> impl tower::Service<
+    axum::http::Request<hyper::body::Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = impl Send,
+> + Clone {
+    use tower::ServiceExt;
+    app.map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+        req
+    })
 }
 
 async fn wait_for_signal() {

@@ -96,7 +96,6 @@ struct Conn {
     /// Stateful reconnect: the old WebSocket parked the session (or the connection ended), for a taking-over socket.
     parked: Notify,
     inner: Mutex<Inner>,
-    _guard: ConnGuard,
 }
 
 #[derive(Debug)]
@@ -116,6 +115,8 @@ struct Inner {
     /// Hub messages POSTed before any transport claimed the connection, handed to the session when one does (as
     /// ASP.NET Core buffers them in the connection's pipe until the hub starts with the first transport request).
     early: Vec<u8>,
+    /// A pending-negotiation place, then a connection slot once a transport claimed the connection.
+    slot: Slot,
     /// Everything, the Close message included, was handed to the transport; the connection is over.
     ended: bool,
     /// Stateful reconnect: when the WebSocket dropped and the session was put back here to wait for a new one.
@@ -165,6 +166,94 @@ fn random_id_from(fill: impl FnOnce(&mut [u8]) -> Result<(), getrandom::Error>) 
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b))
 }
 
+/// SignalR negotiations that no transport has claimed yet: counted apart from live connections
+/// (`--max-pending-negotiations`, and `--max-pending-negotiations-per-ip` per client address), so a flood of
+/// negotiations cannot take the slots of connections that carry data. A negotiation holds a [`PendingGuard`]
+/// until its first transport request takes a connection slot, or until it expires.
+#[derive(Debug, Default)]
+pub struct Pending {
+    total: std::sync::atomic::AtomicUsize,
+    by_ip: Mutex<HashMap<std::net::IpAddr, usize>>,
+    refused: std::sync::atomic::AtomicU64,
+}
+
+impl Pending {
+    /// Negotiations waiting for a transport.
+    pub fn total(&self) -> usize {
+        self.total.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Negotiations refused with `too_many_negotiations`.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// One pending negotiation's place in [`Pending`]; dropped when a transport claims the connection or it expires.
+#[derive(Debug)]
+struct PendingGuard {
+    state: Arc<AppState>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        self.state.pending.total.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        let mut by_ip = lock(&self.state.pending.by_ip);
+        if let Some(n) = by_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                by_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Takes a pending-negotiation place for `ip`, or refuses with 503 `too_many_negotiations`.
+fn admit_pending(state: &Arc<AppState>, ip: std::net::IpAddr) -> Result<PendingGuard, ApiError> {
+    let c = &state.config;
+    let refuse = |why: String| {
+        state.pending.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too_many_negotiations", why)
+    };
+    {
+        let mut by_ip = lock(&state.pending.by_ip);
+        let n = by_ip.entry(ip).or_default();
+        if *n >= c.max_pending_negotiations_per_ip {
+            return Err(refuse(format!(
+                "{ip} holds {n} negotiations no transport has used yet (at most {})",
+                c.max_pending_negotiations_per_ip
+            )));
+        }
+        *n += 1;
+    }
+    let prev = state.pending.total.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    let guard = PendingGuard { state: state.clone(), ip };
+    if prev >= c.max_pending_negotiations {
+        return Err(refuse(format!("at most {} negotiations may wait for a transport", c.max_pending_negotiations)));
+    }
+    Ok(guard)
+}
+
+/// What a negotiated connection holds: a pending-negotiation place until a transport claims it, then a
+/// connection slot.
+#[derive(Debug)]
+enum Slot {
+    Pending { _place: PendingGuard },
+    Live { _slot: ConnGuard },
+}
+
+impl Slot {
+    /// A transport claims the connection: trade the pending place for a connection slot (503 when full; the
+    /// negotiation stays pending and the client may try again).
+    fn go_live(&mut self, state: &Arc<AppState>) -> Result<(), ApiError> {
+        if matches!(self, Slot::Pending { .. }) {
+            *self = Slot::Live { _slot: admit(state)? };
+        }
+        Ok(())
+    }
+}
+
 fn new_session(state: &AppState, identity: &Identity) -> HubSession {
     // The session runs SignalR's timers on every transport: hub Pings, the client timeout, the handshake deadline.
     let c = &state.config;
@@ -181,6 +270,7 @@ fn new_session(state: &AppState, identity: &Identity) -> HubSession {
 /// `POST /hubs/market/negotiate?negotiateVersion=1`.
 async fn negotiate(
     State(state): State<Arc<AppState>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
@@ -189,7 +279,7 @@ async fn negotiate(
     let connection_id = random_id()?;
     // Version 0 clients use the public id as the token.
     let token = if version >= 1 { random_id()? } else { connection_id.clone() };
-    let guard = admit(&state)?;
+    let pending = admit_pending(&state, peer.ip())?;
     let mut session = new_session(&state, &identity);
     // Stateful reconnect (WebSockets only, as in ASP.NET Core): offered when the client asks.
     let stateful = query.get("useStatefulReconnect").is_some_and(|v| v == "true");
@@ -219,8 +309,8 @@ async fn negotiate(
             early: Vec::new(),
             ended: false,
             parked_at: None,
+            slot: Slot::Pending { _place: pending },
         }),
-        _guard: guard,
     });
     lock(&state.signalr.conns).insert(token.clone(), conn.clone());
     tokio::spawn(drive(state.clone(), conn));
@@ -323,6 +413,7 @@ async fn connect_websocket(
         if (inner.transport.is_some() && !resuming) || inner.ended {
             return Err(conflict("this connection already has a transport"));
         }
+        inner.slot.go_live(&state)?;
         let (Some(mut session), Some(ops_rx)) = (inner.session.take(), inner.ops_rx.take()) else {
             return Err(conflict("this connection already has a transport"));
         };
@@ -467,6 +558,7 @@ fn claim(state: &Arc<AppState>, conn: &Conn, transport: Transport) -> Result<boo
     let mut inner = lock(&conn.inner);
     match inner.transport {
         None if !inner.ended => {
+            inner.slot.go_live(state)?;
             inner.transport = Some(transport);
             let inner = &mut *inner;
             if let Some(session) = inner.session.as_mut() {

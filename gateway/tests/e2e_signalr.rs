@@ -589,3 +589,47 @@ async fn signalr_books_and_trades_arrive_as_book_and_trade_invocations() {
     let trade = until(&mut ws, |m| m["target"] == "trade" && m["arguments"][0]["type"] == "trade").await.unwrap();
     assert!(trade["arguments"][0]["size"].as_u64().unwrap() > 0, "{trade}");
 }
+
+/// A flood of SignalR negotiations that never connect is held apart from live connections: it is refused with
+/// 503 `too_many_negotiations` past the per-address and total caps, while WebSocket clients still get in and
+/// another address can still negotiate; a negotiation that connects takes a connection slot.
+#[tokio::test]
+async fn e2e_signalr_negotiation_flood_does_not_lock_clients_out() {
+    let server = Server::start(&[
+        "--max-connections",
+        "20",
+        "--max-pending-negotiations",
+        "15",
+        "--max-pending-negotiations-per-ip",
+        "10",
+    ]);
+    let addr = server.addr;
+    let negotiate_path = "/hubs/market/negotiate?negotiateVersion=1";
+    let mut codes = Vec::new();
+    for _ in 0..30 {
+        let (status, v) = common::http(addr, "POST", negotiate_path, None, &[], None).await;
+        codes.push((status, v["error"]["code"].as_str().map(str::to_owned)));
+    }
+    assert!(codes[..10].iter().all(|(s, _)| *s == 200), "{codes:?}");
+    assert!(codes[10..].iter().all(|c| *c == (503, Some("too_many_negotiations".to_owned()))), "{codes:?}");
+    // WebSocket clients are not locked out: the 10 pending negotiations hold no connection slot.
+    let mut clients = Vec::new();
+    for _ in 0..15 {
+        let mut ws = common::connect(&server, None).await;
+        common::send(&mut ws, json!({"op":"subscribe","id":1,"topics":["ticks.AAPL"]})).await;
+        common::events_until(&mut ws, 5, |e| e["type"] == "snapshot").await;
+        clients.push(ws);
+    }
+    // Another client address still negotiates (up to the total cap of 15).
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut s = socket.connect(addr).await.unwrap();
+    let req = format!("POST {negotiate_path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let (_, _, metrics) = common::http_get(addr, "/metrics").await;
+    assert!(metrics.contains("marquee_signalr_pending_negotiations 11"), "{metrics}");
+    assert!(metrics.contains("marquee_signalr_negotiations_refused_total 20"), "{metrics}");
+}
