@@ -17,10 +17,25 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/symbols", get(symbols))
         .route("/api/quotes/{symbol}", get(quote))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(get(|uri: Uri| async move { ui::serve(uri.path()) }).fallback(|| async {
             error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "only GET is served here")
         }))
+}
+
+/// `GET /readyz`: 200 `ready` when the server can do all it is for, else 503 `not_ready` saying what is wrong.
+/// `/healthz` only says the process answers. (A feed that fails stops the process, so it needs no check here.)
+async fn readyz(State(s): State<Arc<AppState>>) -> Response {
+    let failed = s.house.failed_journals();
+    if failed > 0 {
+        let why = format!("{failed} auction journal(s) failed to write (disk full?); bids are refused until a restart");
+        return error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", &why);
+    }
+    if *s.shutdown.borrow() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "shutting down");
+    }
+    (StatusCode::OK, "ready\n").into_response()
 }
 
 /// A JSON error: `{"error":{"code":...,"message":...}}`.

@@ -33,6 +33,8 @@ async fn e2e_http_api_symbols_quotes_health_metrics_ui() {
     assert_eq!(e["error"]["code"], "unknown_symbol");
 
     assert_eq!(http_get(server.addr, "/healthz").await.0, 200);
+    let (status, _, body) = http_get(server.addr, "/readyz").await;
+    assert_eq!((status, body.as_str()), (200, "ready\n"));
     let (status, head, body) = http_get(server.addr, "/").await;
     assert_eq!(status, 200);
     assert!(head.contains("text/html") && body.contains("<html"));

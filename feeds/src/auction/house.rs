@@ -353,6 +353,12 @@ impl AuctionHouse {
         lots.values().map(|l| l.view.lock().unwrap_or_else(|e| e.into_inner()).clone()).collect()
     }
 
+    /// Journals that failed (a write or sync error: disk full, I/O error). Their workers refuse every bid until
+    /// a restart.
+    pub fn failed_journals(&self) -> usize {
+        self.shared.failed.iter().filter(|f| f.load(Ordering::Acquire)).count()
+    }
+
     /// Journal counters: bids made durable and the syncs that did it (their ratio is the mean group size).
     pub fn journal_stats(&self) -> &JournalStats {
         &self.shared.stats
