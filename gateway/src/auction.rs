@@ -171,7 +171,18 @@ struct Login {
     name: String,
 }
 
-async fn login(State(s): State<Arc<AppState>>, body: Body) -> Result<Response, ApiError> {
+async fn login(
+    State(s): State<Arc<AppState>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    if !s.login_limiter.check(&peer.ip().to_string()) {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("too many logins from {}; slow down", peer.ip()),
+        ));
+    }
     let Login { name } = read_json(body, MAX_SMALL_BODY).await?;
     if !valid_user_name(&name) {
         return Err(ApiError::new(
@@ -180,8 +191,8 @@ async fn login(State(s): State<Arc<AppState>>, body: Body) -> Result<Response, A
             "a name is 1-32 characters of [A-Za-z0-9_-]",
         ));
     }
-    // The private topic exists from login on, so the user can subscribe before the first push.
-    ensure_user_topic(&s, &name);
+    // A login keeps no state: the user's private topic is made when a connection with the token opens or the
+    // first message for the user is pushed, so a flood of logins costs no memory.
     let now = unix_secs();
     let token = s.auth.issue(&name, Role::User, now, LOGIN_TTL_SECS);
     Ok(json(StatusCode::OK, &serde_json::json!({ "token": token, "name": name, "expires_at": now + LOGIN_TTL_SECS })))

@@ -153,6 +153,12 @@ pub struct ServeArgs {
     /// Bids one user may make at once (the bucket's size), refilled at `--bid-rate`.
     #[arg(long, env = "MARQUEE_BID_BURST", default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..))]
     pub bid_burst: u32,
+    /// Demo logins (`POST /api/login`) per second from one client address; over it: 429.
+    #[arg(long, env = "MARQUEE_LOGIN_RATE", default_value_t = 5.0)]
+    pub login_rate: f64,
+    /// Demo logins one client address may make at once, refilled at `--login-rate`.
+    #[arg(long, env = "MARQUEE_LOGIN_BURST", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub login_burst: u32,
     /// SignalR hub (`/hubs/market`): interval of the server's keep-alive Pings (SignalR clients give up after
     /// 30 s of silence by default, so keep this well under their `serverTimeoutInMilliseconds`).
     #[arg(long, env = "MARQUEE_SIGNALR_KEEP_ALIVE", default_value = "15s", value_parser = humantime::parse_duration)]
@@ -267,6 +273,8 @@ pub struct Config {
     pub auction: marquee_feeds::auction::AuctionConfig,
     /// Bids per user: `--bid-rate` per second, bursts of `--bid-burst`.
     pub bid_quota: Quota,
+    /// Logins per client address: `--login-rate` per second, bursts of `--login-burst`.
+    pub login_quota: Quota,
     pub signalr: SignalrConfig,
     /// Browser origins allowed on the SignalR hub.
     pub cors_origins: CorsOrigins,
@@ -347,6 +355,12 @@ impl Config {
         if serve.lot_workers == 0 || serve.lot_workers > 64 {
             bail!("--lot-workers must be in 1..=64, got {}", serve.lot_workers);
         }
+        let login_quota = bid_quota(serve.login_rate, serve.login_burst).map_err(|e| {
+            anyhow::anyhow!(
+                "{}",
+                e.to_string().replace("--bid-rate", "--login-rate").replace("--bid-burst", "--login-burst")
+            )
+        })?;
         let bid_quota = bid_quota(serve.bid_rate, serve.bid_burst)?;
         if serve.lot_duration.is_zero() {
             bail!("--lot-duration must be > 0");
@@ -394,6 +408,7 @@ impl Config {
                 anti_snipe: serve.anti_snipe,
             },
             bid_quota,
+            login_quota,
             signalr: SignalrConfig {
                 keep_alive: serve.signalr_keep_alive,
                 client_timeout: serve.signalr_client_timeout,

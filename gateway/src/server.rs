@@ -36,6 +36,8 @@ pub struct AppState {
     pub house: Arc<AuctionHouse>,
     /// Bids per user.
     pub limiter: BidLimiter,
+    /// Demo logins per client address.
+    pub login_limiter: BidLimiter,
     /// The QUIC gateway's address and certificate; `None` with `--quic off`.
     pub quic: Option<quic::QuicInfo>,
     /// Negotiated SignalR connections.
@@ -104,6 +106,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         hub,
         house,
         limiter: BidLimiter::new(config.bid_quota),
+        login_limiter: BidLimiter::new(config.login_quota),
         quic: quic_endpoint.as_ref().map(|(_, info)| info.clone()),
         signalr: signalr::Registry::default(),
         replay_budget: marquee_protocol::ReplayBudget::new(config.signalr.reconnect_buffer_total),

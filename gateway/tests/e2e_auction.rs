@@ -300,3 +300,17 @@ async fn e2e_auction_events_in_the_binary_encoding() {
     let ack: Value = serde_json::from_str(ack).unwrap();
     assert_eq!(ack["bid_id"], fields["bid_id"]);
 }
+
+/// Demo logins are limited per client address (a burst, then the rate), answered 429 `rate_limited`.
+#[tokio::test]
+async fn e2e_demo_logins_are_rate_limited_per_address() {
+    let server = Server::start(&["--login-rate", "0.5", "--login-burst", "5"]);
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        let body = format!("{{\"name\":\"flood{i}\"}}");
+        let (status, v) = http(server.addr, "POST", "/api/login", None, &[], Some(&body)).await;
+        statuses.push((status, v["error"]["code"].as_str().map(str::to_owned)));
+    }
+    assert!(statuses[..5].iter().all(|(s, _)| *s == 200), "{statuses:?}");
+    assert!(statuses[5..].iter().all(|s| *s == (429, Some("rate_limited".to_owned()))), "{statuses:?}");
+}
