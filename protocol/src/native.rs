@@ -57,6 +57,9 @@ pub struct Session {
     datagram: BatchWriter,
     /// A transport ping is due ([`Connection::poll_ping`]).
     ping_due: bool,
+    /// `auth` ops handed to the adapter and not answered yet, with when they came: a refused token counts as a
+    /// bad frame, so a client cannot try tokens without limit.
+    auth_pending: Vec<(u64, Instant)>,
 }
 
 impl fmt::Debug for Session {
@@ -73,6 +76,7 @@ impl Session {
             batch: BatchWriter::new(encoding),
             datagram: BatchWriter::new(encoding),
             ping_due: false,
+            auth_pending: Vec::new(),
         }
     }
 
@@ -185,6 +189,7 @@ impl Connection for Session {
                 if self.c.identity.user.is_some() {
                     return self.error(op.id, code::FORBIDDEN, "the connection is already logged in", now);
                 }
+                self.auth_pending.push((op.id.unwrap_or(0), now));
                 self.c.ops.push_back(AppOp::Auth { id: op.id.unwrap_or(0), token });
             }
             "publish" => {
@@ -224,6 +229,12 @@ impl Connection for Session {
 
     /// Refusals here are the application's verdicts, not bad frames: they do not count toward `max_errors`.
     fn handle_op_result(&mut self, id: u64, result: Result<&str, (&str, &str)>) {
+        if let Some(i) = self.auth_pending.iter().position(|&(a, _)| a == id) {
+            let (_, at) = self.auth_pending.swap_remove(i);
+            if result.is_err() {
+                self.c.count_error(at);
+            }
+        }
         match result {
             Ok(fields) => self.batch.push_ack_with(id, fields),
             Err((code, message)) => self.batch.push_error(Some(id), code, message),
@@ -301,6 +312,21 @@ mod tests {
         let mut w = e.create_topic("ticks.AAPL").unwrap();
         w.publish_tick(&Tick { price: Price(1), size: 1, ..Default::default() }, 0).unwrap();
         (e, w)
+    }
+
+    /// Refused tokens count as bad frames: a client cannot try tokens without limit.
+    #[test]
+    fn session_refused_auth_counts_toward_the_error_limit() {
+        let (e, _w) = setup();
+        let mut h = Harness::new(&e, SessionConfig { max_errors: 2, ..Default::default() });
+        for id in 1..=3 {
+            assert!(h.send(&format!(r#"{{"op":"auth","id":{id},"access_token":"wrong"}}"#)).is_empty());
+            assert!(matches!(h.s.poll_op(), Some(AppOp::Auth { .. })));
+            h.s.handle_op_result(id, Err(("invalid_token", "bad signature")));
+            let ev = h.recv();
+            assert_eq!(ev[0]["code"], "invalid_token");
+        }
+        assert_eq!(h.s.poll_close().map(CloseReason::code), Some(1008));
     }
 
     #[test]
