@@ -68,6 +68,13 @@ pub struct ServeArgs {
     /// TLS private key (PEM) matching `--cert`.
     #[arg(long, env = "MARQUEE_KEY", requires = "cert")]
     pub key: Option<PathBuf>,
+    /// TLS certificate chain (PEM) for HTTP and WebSocket (`https://`, `wss://`); without it, `--cert` is used
+    /// when given, else HTTP is plain text.
+    #[arg(long, env = "MARQUEE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) matching `--tls-cert`.
+    #[arg(long, env = "MARQUEE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Synthetic market: ticks per second over all symbols.
     #[arg(long, env = "MARQUEE_TICK_RATE", default_value_t = 2000.0)]
     pub tick_rate: f64,
@@ -252,6 +259,8 @@ pub struct Config {
     pub quic: Option<SocketAddr>,
     /// Certificate chain and key files (PEM) for QUIC; `None`: a self-signed certificate per run.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// HTTP and WebSocket TLS (certificate, key): `--tls-cert/--tls-key`, else QUIC's `--cert/--key`, else none.
+    pub http_tls: Option<(PathBuf, PathBuf)>,
     pub source: Source,
     pub ring: RingConfig,
     pub reliable_ring: RingConfig,
@@ -383,6 +392,7 @@ impl Config {
         Ok(Config {
             listen: serve.listen,
             quic: serve.quic.0,
+            http_tls: serve.tls_cert.zip(serve.tls_key).or_else(|| serve.cert.clone().zip(serve.key.clone())),
             tls: serve.cert.zip(serve.key),
             source,
             ring: RingConfig { capacity: serve.ring_capacity, ..RingConfig::default() },

@@ -161,17 +161,23 @@ impl Decoder for ControlCodec {
     }
 }
 
+/// Reads a certificate chain and its private key (PEM): (chain, key, the chain's PEM text).
+pub(crate) fn load_cert(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>, String)> {
+    let pem = std::fs::read_to_string(cert).with_context(|| format!("cannot read {}", cert.display()))?;
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("bad certificate PEM in {}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("bad key in {}", key.display()))?;
+    Ok((certs, key, pem))
+}
+
 /// Builds the QUIC endpoint: TLS from `config.tls` or a fresh self-signed certificate.
 pub fn bind(config: &crate::Config, addr: SocketAddr) -> anyhow::Result<(quinn::Endpoint, QuicInfo)> {
     let (certs, key, cert_pem) = match &config.tls {
-        Some((cert, key)) => {
-            let pem = std::fs::read_to_string(cert).with_context(|| format!("cannot read {}", cert.display()))?;
-            let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
-                .collect::<Result<Vec<_>, _>>()
-                .with_context(|| format!("bad certificate PEM in {}", cert.display()))?;
-            let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("bad key in {}", key.display()))?;
-            (certs, key, pem)
-        }
+        Some((cert, key)) => load_cert(cert, key)?,
         None => {
             let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
                 .context("cannot make a self-signed certificate")?;

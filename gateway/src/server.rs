@@ -137,8 +137,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         Source::Replay(o) => format!("replay of {} at speed {}", o.path.display(), o.speed),
     };
+    let (http, ws) = if config.http_tls.is_some() { ("https", "wss") } else { ("http", "ws") };
     tracing::info!(
-        "marquee listening on http://{addr} (WebSocket at ws://{addr}/ws, SignalR hub at http://{addr}{}); feed: {source}; {} topics; epoch {}; \
+        "marquee listening on {http}://{addr} (WebSocket at {ws}://{addr}/ws, SignalR hub at {http}://{addr}{}); feed: {source}; {} topics; epoch {}; \
          open-files limit {fd_limit}, so up to {max_connections} connections",
         signalr::HUB_PATH,
         engine.n_topics(),
@@ -146,7 +147,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
 
     let app = app.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(config.body_timeout));
-    let server = serve_http(listener, app, config.header_timeout, async move {
+    let tls = match &config.http_tls {
+        Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+        None => None,
+    };
+    let server = serve_http(listener, app, tls, config.header_timeout, async move {
         wait_for_signal().await;
         tracing::info!("shutting down: closing connections with 1001");
         let _ = shutdown_tx.send(true);
@@ -186,11 +191,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 async fn serve_http(
     listener: tokio::net::TcpListener,
     app: Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     header_timeout: Duration,
     stop: impl std::future::Future<Output = ()>,
 ) {
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    use hyper_util::service::TowerToHyperService;
     let (closing_tx, closing) = watch::channel(false);
     let tracker = tokio_util::task::TaskTracker::new();
     tokio::pin!(stop);
@@ -213,24 +217,16 @@ async fn serve_http(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!("cannot set TCP_NODELAY: {e}");
         }
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_timeout)
-            .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(with_peer(app.clone(), peer)))
-            .with_upgrades();
-        let mut closing = closing.clone();
+        let (app, closing, tls) = (with_peer(app.clone(), peer), closing.clone(), tls.clone());
         tracker.spawn(async move {
-            let mut conn = std::pin::pin!(conn);
-            let ended = tokio::select! {
-                ended = conn.as_mut() => ended,
-                _ = closing.changed() => {
-                    // Finish the request in flight, take no other (an upgraded connection has left already).
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = ended {
-                tracing::debug!("http connection ended: {e}");
+            match tls {
+                None => serve_connection(tcp, app, header_timeout, closing).await,
+                // The TLS handshake falls under the same deadline as a request head.
+                Some(tls) => match tokio::time::timeout(header_timeout, tls.accept(tcp)).await {
+                    Ok(Ok(stream)) => serve_connection(stream, app, header_timeout, closing).await,
+                    Ok(Err(e)) => tracing::debug!("tls handshake with {peer} failed: {e}"),
+                    Err(_) => tracing::debug!("tls handshake with {peer} took over {header_timeout:?}"),
+                },
             }
         });
     }
@@ -240,6 +236,53 @@ async fn serve_http(
     if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
         tracing::info!("shutdown: gave up on requests still in flight after {SHUTDOWN_GRACE:?}");
     }
+}
+
+/// Serves one HTTP/1.1 connection (plain or TLS) until it ends, or, once `closing` flips, until the request in
+/// flight is answered (an upgraded connection has left already).
+async fn serve_connection<I, S>(io: I, app: S, header_timeout: Duration, mut closing: watch::Receiver<bool>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: tower::Service<
+            axum::http::Request<hyper::body::Incoming>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(app))
+        .with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    let ended = tokio::select! {
+        ended = conn.as_mut() => ended,
+        _ = closing.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = ended {
+        tracing::debug!("http connection ended: {e}");
+    }
+}
+
+/// The TLS acceptor for HTTP and WebSocket: TLS 1.2 and 1.3 (browsers), ALPN `http/1.1`.
+fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    let (certs, key, _) = quic::load_cert(cert, key)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("the TLS certificate and key do not fit")?;
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(tls)))
 }
 
 /// `app` with the client's address in every request's extensions, as `axum::extract::ConnectInfo`.

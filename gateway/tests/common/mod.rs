@@ -78,8 +78,9 @@ impl Server {
             match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(line) => {
                     let addr = line
-                        .split("listening on http://")
+                        .split("listening on http")
                         .nth(1)
+                        .map(|rest| rest.trim_start_matches('s').trim_start_matches("://"))
                         .map(|rest| rest.split_whitespace().next().unwrap().parse::<SocketAddr>().unwrap());
                     early.push(line);
                     if let Some(addr) = addr {
