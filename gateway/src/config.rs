@@ -62,14 +62,15 @@ pub struct ServeArgs {
     /// UDP address of the QUIC gateway (port 0 picks a free port), or `off`.
     #[arg(long, env = "MARQUEE_QUIC", default_value = "127.0.0.1:8443", value_parser = parse_quic)]
     pub quic: QuicListen,
-    /// TLS certificate chain (PEM) for QUIC; without it (demo mode) a self-signed one is made at start.
+    /// TLS certificate chain (PEM) for QUIC; without it, `--tls-cert`, else (demo mode) a self-signed one made at
+    /// start.
     #[arg(long, env = "MARQUEE_CERT", requires = "key")]
     pub cert: Option<PathBuf>,
     /// TLS private key (PEM) matching `--cert`.
     #[arg(long, env = "MARQUEE_KEY", requires = "cert")]
     pub key: Option<PathBuf>,
-    /// TLS certificate chain (PEM) for HTTP and WebSocket (`https://`, `wss://`); without it, `--cert` is used
-    /// when given, else HTTP is plain text.
+    /// TLS certificate chain (PEM) for HTTP and WebSocket (`https://`, `wss://`), and for QUIC too unless `--cert`
+    /// is given; without it HTTP is plain text.
     #[arg(long, env = "MARQUEE_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     /// TLS private key (PEM) matching `--tls-cert`.
@@ -259,7 +260,7 @@ pub struct Config {
     pub quic: Option<SocketAddr>,
     /// Certificate chain and key files (PEM) for QUIC; `None`: a self-signed certificate per run.
     pub tls: Option<(PathBuf, PathBuf)>,
-    /// HTTP and WebSocket TLS (certificate, key): `--tls-cert/--tls-key`, else QUIC's `--cert/--key`, else none.
+    /// HTTP and WebSocket TLS (certificate, key): `--tls-cert/--tls-key`, else none (plain HTTP).
     pub http_tls: Option<(PathBuf, PathBuf)>,
     pub source: Source,
     pub ring: RingConfig,
@@ -392,8 +393,8 @@ impl Config {
         Ok(Config {
             listen: serve.listen,
             quic: serve.quic.0,
-            http_tls: serve.tls_cert.zip(serve.tls_key).or_else(|| serve.cert.clone().zip(serve.key.clone())),
-            tls: serve.cert.zip(serve.key),
+            tls: serve.cert.zip(serve.key).or_else(|| serve.tls_cert.clone().zip(serve.tls_key.clone())),
+            http_tls: serve.tls_cert.zip(serve.tls_key),
             source,
             ring: RingConfig { capacity: serve.ring_capacity, ..RingConfig::default() },
             reliable_ring: RingConfig { capacity: serve.reliable_ring_capacity, ..RingConfig::RELIABLE },

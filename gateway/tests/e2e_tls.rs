@@ -1,5 +1,5 @@
-//! End-to-end: HTTP and WebSocket over TLS (`--tls-cert/--tls-key`): the REST API over `https://`, a subscription
-//! over `wss://`, and a plain-text request to the TLS port gets no HTTP answer.
+//! End-to-end: HTTP and WebSocket over TLS (`--tls-cert/--tls-key`): the REST API over `https://`, QUIC on the same
+//! certificate, a subscription over `wss://`, and a plain-text request to the TLS port gets no HTTP answer.
 
 mod common;
 
@@ -42,6 +42,15 @@ async fn e2e_https_and_wss_with_a_given_certificate() {
     tokio::time::timeout(Duration::from_secs(5), https.read_to_string(&mut answer)).await.unwrap().unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.ends_with("ready\n"), "{answer}");
+
+    // QUIC serves the same certificate when it was given none of its own.
+    let mut info = tls().await;
+    info.write_all(b"GET /api/quic HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(5), info.read_to_string(&mut answer)).await.unwrap().unwrap();
+    use sha2::Digest;
+    let sha256: String = sha2::Sha256::digest(ck.cert.der()).iter().map(|b| format!("{b:02x}")).collect();
+    assert!(answer.contains(&sha256), "{answer}");
 
     let (mut wss, _) = tokio_tungstenite::client_async("ws://localhost/ws", tls().await).await.unwrap();
     let subscribe = serde_json::json!({"op":"subscribe","id":1,"topics":["ticks.AAPL"]}).to_string();
