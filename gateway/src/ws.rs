@@ -122,6 +122,9 @@ fn violation(e: axum::Error) -> Option<CloseReason> {
     match *e {
         tungstenite::Error::Capacity(c) => Some(CloseReason::MessageTooLarge(c.to_string())),
         tungstenite::Error::Utf8(_) => Some(CloseReason::InvalidPayload("a text message that is not UTF-8".into())),
+        // A socket that ended without a Close is a client gone (a dropped network: SignalR stateful reconnect
+        // parks the session for the next socket), not a rule broken.
+        tungstenite::Error::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake) => None,
         tungstenite::Error::Protocol(p) => Some(CloseReason::ProtocolError(p.to_string())),
         _ => None,
     }
