@@ -77,13 +77,7 @@ async fn e2e_sigterm_closes_clients_with_1001_and_exits_zero() {
         }
     };
     assert_eq!(u16::from(close.code), 1001);
-    let code = loop {
-        if let Some(s) = server.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(2), "server still running 2 s after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let code = server.exits_within(t0, Duration::from_secs(2)).await;
     assert_eq!(code.code(), Some(0));
 }
 
@@ -160,16 +154,7 @@ async fn e2e_sigterm_does_not_wait_for_half_sent_requests() {
     let mut half_head = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     half_head.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let t0 = Instant::now();
-    let status = std::process::Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
-    assert!(status.success());
-    let code = loop {
-        if let Some(s) = server.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(5), "server still running 5 s after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let code = server.terminate_within(Instant::now(), Duration::from_secs(5)).await;
     assert_eq!(code.code(), Some(0));
     drop((held, half_head));
 }

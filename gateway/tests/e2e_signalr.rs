@@ -450,13 +450,7 @@ async fn signalr_sigterm_sends_a_reconnectable_close_on_every_transport_and_exit
     let (status, _, body) = poll.await.unwrap();
     assert_eq!(status, 200);
     assert!(body.starts_with("{\"type\":7,\"error\":\"1001: server shutting down\""), "{body}");
-    let code = loop {
-        if let Some(s) = server.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(3), "server still running 3 s after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let code = server.exits_within(t0, Duration::from_secs(3)).await;
     assert_eq!(code.code(), Some(0));
 }
 

@@ -111,6 +111,27 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Sends SIGTERM and waits for the process to exit, `limit` at most after `since`; its exit status.
+    pub async fn terminate_within(&mut self, since: Instant, limit: Duration) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        assert!(status.success());
+        self.exits_within(since, limit).await
+    }
+
+    /// Waits for the process to exit, `limit` at most after `since`.
+    pub async fn exits_within(&mut self, since: Instant, limit: Duration) -> std::process::ExitStatus {
+        loop {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                return s;
+            }
+            assert!(since.elapsed() < limit, "server still running {limit:?} after SIGTERM");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
