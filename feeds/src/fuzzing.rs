@@ -61,3 +61,22 @@ pub fn dbn(data: &[u8]) {
     }
     let _ = std::fs::remove_file(&path);
 }
+
+/// The auction journal's reader over a file holding `data`: a torn tail is cut, damage before the end is refused,
+/// and a journal that opened takes an append.
+pub fn journal(data: &[u8]) {
+    let path = std::env::temp_dir().join(format!(
+        "marquee-fuzz-journal-{}-{:?}.log",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    if std::fs::write(&path, data).is_err() {
+        return;
+    }
+    if let Ok((mut j, recovered)) = crate::auction::journal::Journal::open(&path) {
+        assert!(recovered.dropped_bytes as usize <= data.len());
+        j.append(b"{}");
+        let _ = j.commit();
+    }
+    let _ = std::fs::remove_file(&path);
+}

@@ -30,3 +30,23 @@ fn fuzz_corpus_dbn() {
 fn fuzz_corpus_bin_batch() {
     corpus("bin_batch", marquee_protocol::decode::fuzz_bin_batch);
 }
+
+#[test]
+fn fuzz_corpus_native_frames() {
+    corpus("native_frames", marquee_protocol::fuzzing::native_frames);
+}
+
+#[test]
+fn fuzz_corpus_hub_frames() {
+    corpus("hub_frames", marquee_protocol::fuzzing::hub_frames);
+}
+
+#[test]
+fn fuzz_corpus_msgpack() {
+    corpus("msgpack", marquee_protocol::fuzzing::msgpack);
+}
+
+#[test]
+fn fuzz_corpus_journal() {
+    corpus("journal", marquee_feeds::fuzzing::journal);
+}

@@ -15,6 +15,8 @@
 
 mod conn;
 pub mod decode;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hub;
 pub mod hub_framing;
 pub mod msgpack;
