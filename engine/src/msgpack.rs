@@ -8,7 +8,8 @@
 //! fixint or int64 (uint64 above `i64::MAX`), other numbers float64. A stored map's first member is always
 //! `"type"`: for ticks `"type":"tick"` (the 10 bytes [`TICK_TYPE_MEMBER`]), for named events their type name
 //! ([`type_name`]). A framing that builds a snapshot reads the count from bytes 1..5 ([`map_len`]) and copies the
-//! members after the type. `marquee-protocol` uses the same transcoder for the SignalR MessagePack hub messages it writes itself.
+//! members after the type. `marquee-protocol` uses the same transcoder for the SignalR MessagePack hub messages
+//! it writes itself.
 
 use crate::batch::json_opening;
 use crate::body::Kind;
@@ -277,6 +278,16 @@ pub fn str_bytes(raw: &[u8], out: &mut Vec<u8>) -> Result<(), NotJson> {
     str_header(s.len(), out);
     out.extend_from_slice(s.as_bytes());
     Ok(())
+}
+
+/// Bytes of the str header [`str_header`] writes for `n` bytes.
+pub fn str_header_len(n: usize) -> usize {
+    match n {
+        0..32 => 1,
+        32..256 => 2,
+        256..65536 => 3,
+        _ => 5,
+    }
 }
 
 /// Appends a str header for `n` bytes.

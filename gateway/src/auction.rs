@@ -75,41 +75,42 @@ impl From<SubmitError> for ApiError {
     }
 }
 
-/// Bids checked between two sweeps of the users whose bucket is full again.
+/// Checks between two sweeps of the keys whose bucket is full again.
 const SWEEP_EVERY: u64 = 1024;
 
-/// Per-user bid limits, shared by HTTP, WebSocket, QUIC and SignalR: a token bucket per user of `--bid-burst`
-/// bids, refilled at `--bid-rate` per second (governor's keyed GCRA on a sharded map: no global lock).
+/// A token bucket per key (governor's keyed GCRA on a sharded map: no global lock): bids per user, shared by
+/// HTTP, WebSocket, QUIC and SignalR (`--bid-rate`, `--bid-burst`), and demo logins per client address
+/// (`--login-rate`, `--login-burst`).
 ///
 /// ## Memory
 ///
-/// A user whose bucket is full again holds no state a fresh entry would not, so every [`SWEEP_EVERY`] bids the
-/// limiter drops them: it holds the users who bid within the last `burst / rate` seconds (2 s by default) and
-/// those of the last sweep interval, not every user who ever bid.
+/// A key whose bucket is full again holds no state a fresh entry would not, so every [`SWEEP_EVERY`] checks the
+/// limiter drops them: it holds the keys seen within the last `burst / rate` seconds (2 s for bids by default)
+/// and those of the last sweep interval, not every key ever seen.
 #[derive(Debug)]
-pub struct BidLimiter {
+pub struct KeyedLimiter {
     limiter: DefaultKeyedRateLimiter<String>,
-    /// Bids checked so far (only to pace the sweeps).
+    /// Checks so far (only to pace the sweeps).
     checks: AtomicU64,
 }
 
-impl BidLimiter {
-    pub fn new(quota: Quota) -> BidLimiter {
-        BidLimiter { limiter: RateLimiter::keyed(quota), checks: AtomicU64::new(0) }
+impl KeyedLimiter {
+    pub fn new(quota: Quota) -> KeyedLimiter {
+        KeyedLimiter { limiter: RateLimiter::keyed(quota), checks: AtomicU64::new(0) }
     }
 
-    /// Takes one bid from `user`'s bucket; false when it is empty.
-    pub fn check(&self, user: &str) -> bool {
+    /// Takes one token from `key`'s bucket; false when it is empty.
+    pub fn check(&self, key: &str) -> bool {
         // Relaxed: the count only spaces the sweeps out; no other memory depends on it.
         if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
             self.limiter.retain_recent();
             self.limiter.shrink_to_fit();
         }
-        self.limiter.check_key(&user.to_owned()).is_ok()
+        self.limiter.check_key(&key.to_owned()).is_ok()
     }
 
-    /// Users the limiter holds state for.
-    pub fn n_users(&self) -> usize {
+    /// Keys the limiter holds state for.
+    pub fn n_keys(&self) -> usize {
         self.limiter.len()
     }
 }
@@ -452,7 +453,7 @@ mod tests {
 
     #[test]
     fn bid_limiter_allows_a_burst_per_user_then_the_rate() {
-        let limiter = BidLimiter::new(quota(Duration::from_secs(1000), 3));
+        let limiter = KeyedLimiter::new(quota(Duration::from_secs(1000), 3));
         let alice: Vec<bool> = (0..4).map(|_| limiter.check("alice")).collect();
         assert_eq!(alice, [true, true, true, false]);
         assert!(limiter.check("bob"), "alice's bids do not use bob's bucket");
@@ -461,16 +462,16 @@ mod tests {
     /// The map of buckets used to keep every user who ever bid, for the life of the process.
     #[test]
     fn bid_limiter_forgets_users_whose_bucket_is_full_again() {
-        let limiter = BidLimiter::new(quota(Duration::from_millis(1), 2));
+        let limiter = KeyedLimiter::new(quota(Duration::from_millis(1), 2));
         for i in 0..5000 {
             assert!(limiter.check(&format!("user-{i}")));
         }
-        assert!(limiter.n_users() > 1000, "{}", limiter.n_users());
+        assert!(limiter.n_keys() > 1000, "{}", limiter.n_keys());
         // Every bucket refills within 2 ms; the next sweep drops them all.
         std::thread::sleep(Duration::from_millis(20));
         for _ in 0..SWEEP_EVERY {
             limiter.check("zed");
         }
-        assert!(limiter.n_users() <= 1, "{} users kept", limiter.n_users());
+        assert!(limiter.n_keys() <= 1, "{} users kept", limiter.n_keys());
     }
 }

@@ -365,13 +365,8 @@ impl Config {
         if serve.lot_workers == 0 || serve.lot_workers > 64 {
             bail!("--lot-workers must be in 1..=64, got {}", serve.lot_workers);
         }
-        let login_quota = bid_quota(serve.login_rate, serve.login_burst).map_err(|e| {
-            anyhow::anyhow!(
-                "{}",
-                e.to_string().replace("--bid-rate", "--login-rate").replace("--bid-burst", "--login-burst")
-            )
-        })?;
-        let bid_quota = bid_quota(serve.bid_rate, serve.bid_burst)?;
+        let login_quota = quota(serve.login_rate, serve.login_burst, "--login")?;
+        let bid_quota = quota(serve.bid_rate, serve.bid_burst, "--bid")?;
         if serve.lot_duration.is_zero() {
             bail!("--lot-duration must be > 0");
         }
@@ -453,19 +448,20 @@ fn cors_origins(list: &[String]) -> anyhow::Result<CorsOrigins> {
     list.iter().map(origin).collect::<anyhow::Result<_>>().map(CorsOrigins::List)
 }
 
-/// Longest time a user's emptied bid bucket may take to fill again (`--bid-burst` / `--bid-rate`).
-const MAX_BID_REFILL: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Longest time an emptied token bucket (bids, logins) may take to fill again (burst / rate).
+const MAX_REFILL: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// `rate` bids per second, bursts of `burst`: at most 10^9 per second (one per nanosecond), and a bucket that
 /// fills within a year.
-fn bid_quota(rate: f64, burst: u32) -> anyhow::Result<Quota> {
-    let period = Duration::try_from_secs_f64(1.0 / rate).ok().filter(|p| rate > 0.0 && *p <= MAX_BID_REFILL);
-    let quota = period.and_then(Quota::with_period).with_context(|| {
-        format!("--bid-rate must be at most 1000000000 (one bid per ns) and more than 0, got {rate}")
-    })?;
-    let burst = NonZeroU32::new(burst).context("--bid-burst must be >= 1")?;
-    if quota.replenish_interval().saturating_mul(burst.get()) > MAX_BID_REFILL {
-        bail!("--bid-burst {burst} at --bid-rate {rate} takes over a year to refill");
+/// A token bucket from `<flag>-rate` (per second) and `<flag>-burst`; `flag` names them in errors.
+fn quota(rate: f64, burst: u32, flag: &str) -> anyhow::Result<Quota> {
+    let period = Duration::try_from_secs_f64(1.0 / rate).ok().filter(|p| rate > 0.0 && *p <= MAX_REFILL);
+    let quota = period
+        .and_then(Quota::with_period)
+        .with_context(|| format!("{flag}-rate must be at most 1000000000 (one per ns) and more than 0, got {rate}"))?;
+    let burst = NonZeroU32::new(burst).with_context(|| format!("{flag}-burst must be >= 1"))?;
+    if quota.replenish_interval().saturating_mul(burst.get()) > MAX_REFILL {
+        bail!("{flag}-burst {burst} at {flag}-rate {rate} takes over a year to refill");
     }
     Ok(quota.allow_burst(burst))
 }

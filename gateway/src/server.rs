@@ -1,6 +1,6 @@
 //! Wiring: the engine, the feed thread, the HTTP router, connection limits and graceful shutdown.
 
-use crate::auction::BidLimiter;
+use crate::auction::KeyedLimiter;
 use crate::auth::Auth;
 use crate::config::{Config, Source};
 use crate::{auction, http, quic, signalr, ws};
@@ -35,9 +35,9 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     pub house: Arc<AuctionHouse>,
     /// Bids per user.
-    pub limiter: BidLimiter,
+    pub limiter: KeyedLimiter,
     /// Demo logins per client address.
-    pub login_limiter: BidLimiter,
+    pub login_limiter: KeyedLimiter,
     /// The QUIC gateway's address and certificate; `None` with `--quic off`.
     pub quic: Option<quic::QuicInfo>,
     /// Negotiated SignalR connections.
@@ -105,8 +105,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         auth: Auth::new(auth_secret.into_bytes()),
         hub,
         house,
-        limiter: BidLimiter::new(config.bid_quota),
-        login_limiter: BidLimiter::new(config.login_quota),
+        limiter: KeyedLimiter::new(config.bid_quota),
+        login_limiter: KeyedLimiter::new(config.login_quota),
         quic: quic_endpoint.as_ref().map(|(_, info)| info.clone()),
         signalr: signalr::Registry::default(),
         replay_budget: marquee_protocol::ReplayBudget::new(config.signalr.reconnect_buffer_total),

@@ -122,18 +122,20 @@ impl Replay {
                 }
                 rest = &rest[head + n..];
             }
-            return;
-        }
-        for m in batch.split_inclusive(|&b| b == RECORD_SEPARATOR) {
-            let trackable = [&b"{\"type\":1,"[..], b"{\"type\":2,", b"{\"type\":3,"].iter().any(|p| m.starts_with(p));
-            if trackable {
-                self.starts.push_back(self.buf.len());
-                self.buf.extend_from_slice(m);
+        } else {
+            for m in batch.split_inclusive(|&b| b == RECORD_SEPARATOR) {
+                let trackable =
+                    [&b"{\"type\":1,"[..], b"{\"type\":2,", b"{\"type\":3,"].iter().any(|p| m.starts_with(p));
+                if trackable {
+                    self.starts.push_back(self.buf.len());
+                    self.buf.extend_from_slice(m);
+                }
             }
         }
+        self.settle();
     }
 
-    /// Brings the budget up to date with what the buffer holds.
+    /// Brings the budget up to date with what the buffer holds (after every change to it: `record`, `ack`).
     fn settle(&mut self) {
         let held = self.unacked_bytes();
         if let Some(b) = &self.budget {
@@ -176,6 +178,7 @@ impl Replay {
                 }
             }
         }
+        self.settle();
     }
 
     fn unacked_bytes(&self) -> usize {
@@ -473,7 +476,6 @@ impl HubSession {
                 }
                 ty::ACK => {
                     r.ack(m.sequence_id.unwrap_or(0));
-                    r.settle();
                     self.c.sub.signal().schedule();
                     return;
                 }
@@ -806,7 +808,6 @@ impl HubSession {
         let msgpack = self.batch.framing().is_msgpack();
         if let (Some(r), Some(frame)) = (self.hub.replay.as_mut(), self.in_flight.take()) {
             r.record(&frame, msgpack);
-            r.settle();
         }
     }
 
@@ -1097,16 +1098,23 @@ mod tests {
         assert_eq!(s.poll_close().map(CloseReason::code), Some(1002));
     }
 
-    #[test]
-    fn signalr_stateful_reconnect_stops_taking_topic_messages_past_its_buffer_until_acked() {
-        let engine = Engine::new(EngineConfig::default());
-        let mut w = engine.create_topic("ticks.AAPL").unwrap();
+    /// A JSON hub connection with stateful reconnect (`limit` bytes, `budget` shared), subscribed to `ticks.AAPL`,
+    /// its handshake answer, Completion and snapshot taken.
+    fn stateful_subscriber(engine: &Arc<Engine>, limit: usize, budget: Arc<ReplayBudget>) -> HubSession {
         let mut s = HubSession::new(engine.clone(), SessionConfig::default());
-        s.enable_stateful_reconnect(300, ReplayBudget::new(usize::MAX));
+        s.enable_stateful_reconnect(limit, budget);
         s.handle_frame(b"{\"protocol\":\"json\",\"version\":2}\x1e", Instant::now());
         let sub = b"{\"type\":1,\"invocationId\":\"s\",\"target\":\"Subscribe\",\"arguments\":[[\"ticks.AAPL\"]]}\x1e";
         s.handle_frame(sub, Instant::now());
         recv(&mut s);
+        s
+    }
+
+    #[test]
+    fn signalr_stateful_reconnect_stops_taking_topic_messages_past_its_buffer_until_acked() {
+        let engine = Engine::new(EngineConfig::default());
+        let mut w = engine.create_topic("ticks.AAPL").unwrap();
+        let mut s = stateful_subscriber(&engine, 300, ReplayBudget::new(usize::MAX));
         for i in 0..4 {
             w.publish_tick(&tick(i + 1), i).unwrap();
         }
@@ -1125,17 +1133,8 @@ mod tests {
         let engine = Engine::new(EngineConfig::default());
         let mut w = engine.create_topic("ticks.AAPL").unwrap();
         let budget = ReplayBudget::new(600);
-        let mut sessions: Vec<HubSession> = (0..3)
-            .map(|_| {
-                let mut s = HubSession::new(engine.clone(), SessionConfig::default());
-                s.enable_stateful_reconnect(1 << 20, budget.clone());
-                s.handle_frame(b"{\"protocol\":\"json\",\"version\":2}\x1e", Instant::now());
-                let sub = b"{\"type\":1,\"invocationId\":\"s\",\"target\":\"Subscribe\",\"arguments\":[[\"ticks.AAPL\"]]}\x1e";
-                s.handle_frame(sub, Instant::now());
-                recv(&mut s);
-                s
-            })
-            .collect();
+        let mut sessions: Vec<HubSession> =
+            (0..3).map(|_| stateful_subscriber(&engine, 1 << 20, budget.clone())).collect();
         assert!(budget.used() > 0 && budget.used() <= 600, "the snapshots are held: {}", budget.used());
         for round in 0..4 {
             w.publish_tick(&tick(round + 1), round).unwrap();

@@ -9,7 +9,7 @@
 use bytes::{BufMut, BytesMut};
 use marquee_engine::batch::{BodyFormat, Framing, Tag, json_opening, push_gap_json};
 use marquee_engine::body::push_json_str;
-use marquee_engine::msgpack::{MAP_HEADER_LEN, TICK_TYPE_MEMBER, map_len, type_name};
+use marquee_engine::msgpack::{MAP_HEADER_LEN, TICK_TYPE_MEMBER, map_len, str_header_len, type_name};
 use marquee_engine::{BatchWriter, Kind};
 use std::sync::Arc;
 
@@ -92,6 +92,12 @@ impl HubFraming {
         self.streams.get((tag as usize).checked_sub(1)?)?.as_ref()
     }
 
+    /// The stream a message goes to as a StreamItem: streams carry ticks (`StreamTicks`); anything else on the
+    /// topic goes as an Invocation.
+    fn tick_stream(&self, kind: Kind, tag: Tag) -> Option<&HubStream> {
+        if kind == Kind::Tick { self.stream(tag) } else { None }
+    }
+
     /// Gives `stream` a tag (reusing `tag` when it is one already), for [`marquee_engine::Subscriber::set_tag`].
     pub fn set_stream(&mut self, tag: Tag, stream: HubStream) -> Tag {
         if let Some(slot) = (tag as usize).checked_sub(1).and_then(|i| self.streams.get_mut(i)) {
@@ -129,20 +135,17 @@ impl HubFraming {
         body_len: usize,
     ) -> usize {
         let at = buf.len();
-        let stream = if kind == Kind::Tick && tag != 0 { self.stream(tag) } else { None };
         if snapshot.is_some() || kind == Kind::Event {
             self.msgpack_open = MsgPackClose::Later { body_at: at, kind, snapshot, tag };
             return at;
         }
-        match stream {
+        match self.tick_stream(kind, tag) {
             Some(stream) => {
                 put_item_head(buf, stream.id.as_bytes(), body_len);
                 self.msgpack_open = MsgPackClose::Item { arg_at: buf.len(), also_invocation: stream.also_invocation };
             }
             None => {
-                let head = invocation_head(kind);
-                crate::msgpack::put_varint(buf, head.len() + body_len + 1);
-                buf.extend_from_slice(head);
+                put_invocation_head(buf, kind.name().as_bytes(), body_len);
                 self.msgpack_open = MsgPackClose::Invocation;
             }
         }
@@ -160,9 +163,7 @@ impl HubFraming {
             MsgPackClose::Item { arg_at, also_invocation: true } => {
                 // The same event object again, as an Invocation for the connection's `Subscribe` of the topic.
                 let end = buf.len();
-                let head = invocation_head(Kind::Tick);
-                crate::msgpack::put_varint(buf, head.len() + (end - arg_at) + 1);
-                buf.extend_from_slice(head);
+                put_invocation_head(buf, b"tick", end - arg_at);
                 let at = buf.len();
                 buf.resize(at + end - arg_at, 0);
                 buf.copy_within(arg_at..end, at);
@@ -208,8 +209,7 @@ impl HubFraming {
                 arg.extend_from_slice(rest);
             }
         }
-        let stream = if kind == Kind::Tick && tag != 0 { self.stream(tag) } else { None };
-        let n = match stream {
+        let n = match self.tick_stream(kind, tag) {
             Some(stream) => {
                 put_item_head(out, stream.id.as_bytes(), arg.len());
                 out.extend_from_slice(&arg);
@@ -303,8 +303,7 @@ impl Framing for HubFraming {
             return self.open_msgpack(buf, kind, snapshot, tag, body_len);
         }
         let at = buf.len();
-        // Streams carry ticks (`StreamTicks`); anything else on the topic goes as an Invocation.
-        let stream = if kind == Kind::Tick && tag != 0 { self.stream(tag) } else { None };
+        let stream = self.tick_stream(kind, tag);
         if let Some(stream) = stream {
             let also_invocation = stream.also_invocation;
             buf.extend_from_slice(b"{\"type\":2,\"invocationId\":\"");
@@ -383,26 +382,6 @@ pub fn push_hub_target(out: &mut impl BufMut, type_name: &[u8]) {
     }
 }
 
-/// `[1, {}, nil, target, [` for a kind whose target is fixed: an Invocation up to its one argument (the `0x90` of
-/// no stream ids follows the argument). Constants, so the live path copies them.
-fn invocation_head(kind: Kind) -> &'static [u8] {
-    match kind {
-        Kind::Book => b"\x96\x01\x80\xc0\xa4book\xdd\x00\x00\x00\x01",
-        Kind::Trade => b"\x96\x01\x80\xc0\xa5trade\xdd\x00\x00\x00\x01",
-        _ => b"\x96\x01\x80\xc0\xa4tick\xdd\x00\x00\x00\x01",
-    }
-}
-
-/// Bytes of the MessagePack str header for `n` bytes.
-fn str_header_len(n: usize) -> usize {
-    match n {
-        0..32 => 1,
-        32..256 => 2,
-        256..65536 => 3,
-        _ => 5,
-    }
-}
-
 /// Writes the length prefix and `[2, {}, id, ` of a StreamItem whose item has `item_len` bytes.
 fn put_item_head(buf: &mut impl BufMut, id: &[u8], item_len: usize) {
     crate::msgpack::put_varint(buf, 3 + str_header_len(id.len()) + id.len() + item_len);
@@ -411,14 +390,20 @@ fn put_item_head(buf: &mut impl BufMut, id: &[u8], item_len: usize) {
     buf.put_slice(id);
 }
 
+/// Writes the length prefix and `[1, {}, nil, target, [` of an Invocation whose one argument has `arg_len` bytes;
+/// the argument and the `0x90` of no stream ids follow.
+fn put_invocation_head(buf: &mut impl BufMut, target: &[u8], arg_len: usize) {
+    let head_len = 4 + str_header_len(target.len()) + target.len() + 5;
+    crate::msgpack::put_varint(buf, head_len + arg_len + 1);
+    buf.put_slice(&[0x96, 0x01, 0x80, 0xc0]);
+    marquee_engine::msgpack::str_header(target.len(), buf);
+    buf.put_slice(target);
+    buf.put_slice(&[0xdd, 0, 0, 0, 1]);
+}
+
 /// Appends a length-prefixed Invocation of `target` with the one argument `arg`.
 fn push_invocation(out: &mut Vec<u8>, target: &[u8], arg: &[u8]) {
-    let head_len = 4 + str_header_len(target.len()) + target.len() + 5;
-    crate::msgpack::put_varint(out, head_len + arg.len() + 1);
-    out.extend_from_slice(&[0x96, 0x01, 0x80, 0xc0]);
-    marquee_engine::msgpack::str_header(target.len(), out);
-    out.extend_from_slice(target);
-    out.extend_from_slice(&[0xdd, 0, 0, 0, 1]);
+    put_invocation_head(out, target, arg.len());
     out.extend_from_slice(arg);
     out.push(0x90);
 }

@@ -41,40 +41,34 @@ pub fn encode_frame(out: &mut Vec<u8>, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
+/// The payload of the frame at `at`, if one is whole there and passes its checks. A payload is never empty: eight
+/// zero bytes (a length of 0 and the CRC-32 of nothing) are what a crash can leave in a file's unwritten tail, not
+/// a record.
+fn frame_at(bytes: &[u8], at: usize) -> Option<&[u8]> {
+    let h = bytes.get(at..at + FRAME_HEADER)?;
+    let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+    let crc = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+    if len == 0 || len > MAX_RECORD {
+        return None;
+    }
+    bytes.get(at + FRAME_HEADER..at + FRAME_HEADER + len).filter(|p| crc32fast::hash(p) == crc)
+}
+
 /// Splits `bytes` into the payloads of its valid frames; also returns how many leading bytes they cover (the
 /// length to truncate a file to).
 pub fn decode_frames(bytes: &[u8]) -> (Vec<&[u8]>, usize) {
     let mut out = Vec::new();
     let mut at = 0;
-    while let Some(header) = bytes.get(at..at + FRAME_HEADER) {
-        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-        // A payload is never empty: eight zero bytes (a length of 0 and the CRC-32 of nothing) are what a crash
-        // can leave in a file's unwritten tail, not a record.
-        if len == 0 || len > MAX_RECORD {
-            break;
-        }
-        let Some(payload) = bytes.get(at + FRAME_HEADER..at + FRAME_HEADER + len) else { break };
-        if crc32fast::hash(payload) != crc {
-            break;
-        }
+    while let Some(payload) = frame_at(bytes, at) {
         out.push(payload);
-        at += FRAME_HEADER + len;
+        at += FRAME_HEADER + payload.len();
     }
     (out, at)
 }
 
-/// The first frame at or after `from` that is whole and passes its checksum, with a payload (a run of zero bytes,
-/// as a crash can leave in a file's unwritten tail, reads as empty frames and does not count).
+/// The first valid frame ([`frame_at`]) at or after `from`.
 fn next_valid_frame(bytes: &[u8], from: usize) -> Option<usize> {
-    (from..bytes.len().saturating_sub(FRAME_HEADER)).find(|&at| {
-        let h = &bytes[at..at + FRAME_HEADER];
-        let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
-        let crc = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
-        len > 0
-            && len <= MAX_RECORD
-            && bytes.get(at + FRAME_HEADER..at + FRAME_HEADER + len).is_some_and(|p| crc32fast::hash(p) == crc)
-    })
+    (from..bytes.len()).find(|&at| frame_at(bytes, at).is_some())
 }
 
 /// A journal damaged before its end: valid records follow a frame that fails its checks. Its `Display` says
